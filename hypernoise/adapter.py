@@ -1,0 +1,134 @@
+"""Saving and loading a trained noise hypernetwork as an adapter folder.
+
+    adapter/
+      adapter_config.json         peft's LoRA config (LoRA hypernetworks)
+      adapter_model.safetensors   the trained weights (peft key layout for LoRA)
+      hypernoise.json             generator, latent shape, hypernetwork and training settings,
+                                  library version
+
+Loading checks that the folder belongs to the generator it is loaded into. A peft folder with no
+``hypernoise.json`` (the paper's released adapters) loads as a LoRA hypernetwork on the
+generator's backbone, with ``adapter_model.safetensors`` or ``adapter_model.bin``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from hypernoise import __version__
+from hypernoise.errors import AdapterError
+from hypernoise.generators.base import Generator
+from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, NoiseHypernetwork
+from hypernoise.registry import Registry
+
+META_FILE = "hypernoise.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+PEFT_CONFIG_FILE = "adapter_config.json"
+
+#: hypernetwork type (as written in hypernoise.json) -> builder(generator, config dict)
+HYPERNETS: Registry = Registry("hypernetwork type")
+
+
+@HYPERNETS.register("mlp", help="standalone MLP on the flattened noise")
+def _build_mlp(generator: Generator, config: dict) -> NoiseHypernetwork:
+    return MLPHypernetwork(generator.latent_shape, hidden=int(config["hidden"]), depth=int(config["depth"]))
+
+
+@HYPERNETS.register("lora", help="LoRA on the generator's backbone")
+def _build_lora(generator: Generator, config: dict) -> NoiseHypernetwork:
+    settings = LoraSettings(rank=int(config["rank"]), alpha=float(config["alpha"]),
+                            target_modules=config.get("target_modules"), init=config.get("init", "gaussian"),
+                            adapter_name=config.get("adapter_name", "hypernoise_adapter"))
+    return LoRAHypernetwork(generator, settings)
+
+
+def save_adapter(folder, hypernet: NoiseHypernetwork, generator: Generator, settings: Optional[dict] = None) -> Path:
+    """Write the adapter folder atomically (a temporary folder renamed into place)."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().float().contiguous().cpu() for k, v in hypernet.trainable_state_dict().items()}
+    save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+    if isinstance(hypernet, LoRAHypernetwork):
+        hypernet.save_peft_config(tmp)
+    meta = {**generator.describe(), "hypernetwork": hypernet.config(), "settings": settings or {},
+            "library": "hypernoise", "library_version": __version__}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def read_metadata(folder) -> Optional[dict]:
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AdapterError(f"{path} is corrupt ({e}); re-save the adapter") from None
+
+
+def check_compatible(meta: dict, generator: Generator, folder) -> None:
+    """Raise ``AdapterError`` when an adapter was trained for another generator or noise shape."""
+    want_name, want_shape = meta.get("generator"), tuple(meta.get("latent_shape") or ())
+    if want_name != generator.name or want_shape != tuple(generator.latent_shape):
+        raise AdapterError(
+            f"adapter {folder} was trained for generator {want_name!r} with noise shape {list(want_shape)}, "
+            f"not {generator.name!r} with {list(generator.latent_shape)}; pass --generator {want_name} "
+            f"(and its --pretrained weights) or another adapter")
+
+
+def _reference_config(folder: Path) -> dict:
+    """A LoRA config from a bare peft folder (the paper's released layout)."""
+    cfg = json.loads((folder / PEFT_CONFIG_FILE).read_text())
+    targets = cfg.get("target_modules")
+    return {"type": "lora", "rank": cfg["r"], "alpha": cfg.get("lora_alpha", cfg["r"]),
+            "target_modules": sorted(targets) if isinstance(targets, list) else targets,
+            "adapter_name": "hypernoise_adapter"}
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    st, binary = folder / WEIGHTS_FILE, folder / "adapter_model.bin"
+    try:
+        if st.is_file():
+            return load_file(str(st))
+        if binary.is_file():
+            return torch.load(binary, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise AdapterError(f"adapter weights in {folder} are corrupt or truncated ({type(e).__name__}); re-save or re-download them") from None
+    raise AdapterError(f"{folder} has no {WEIGHTS_FILE} (or adapter_model.bin); pass the adapter/ folder that training wrote")
+
+
+def load_adapter(generator: Generator, folder, on_build: Optional[Callable] = None) -> NoiseHypernetwork:
+    """Build the hypernetwork recorded in ``folder`` on ``generator`` and load its weights."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AdapterError(f"adapter folder {folder} does not exist; pass the adapter/ folder that `hypernoise train` wrote")
+    meta = read_metadata(folder)
+    if meta is not None:
+        check_compatible(meta, generator, folder)
+        config = meta.get("hypernetwork") or {}
+    elif (folder / PEFT_CONFIG_FILE).is_file():
+        config = _reference_config(folder)
+    else:
+        raise AdapterError(f"{folder} is not an adapter folder (no {META_FILE} or {PEFT_CONFIG_FILE})")
+    weights = _read_weights(folder)
+    try:
+        hypernet = HYPERNETS.build(config.get("type", "lora"), generator=generator, config=config)
+    except (KeyError, TypeError, ValueError) as e:
+        raise AdapterError(f"adapter {folder} has an unusable hypernetwork config ({e})") from None
+    try:
+        hypernet.load_trainable_state_dict(weights)
+    except KeyError as e:
+        raise AdapterError(f"adapter {folder} does not fit this generator: {e}") from None
+    return hypernet.to(generator.device)

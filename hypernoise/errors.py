@@ -1,0 +1,47 @@
+"""Typed exceptions. The CLI turns each into one line on stderr and a non-zero exit."""
+
+
+class HypernoiseError(Exception):
+    """Base class of every error the library raises on purpose.
+
+    ``exit_code`` is what the CLI exits with: 2 for bad input, 1 for failures during a run.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(HypernoiseError, ValueError):
+    """An option or value is invalid (bad number, unknown name, malformed spec)."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A registry lookup failed (generator, reward, method, preset)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InputFileError(HypernoiseError, OSError):
+    """A file the user gave is missing, empty, unreadable or malformed."""
+
+
+class OutputExistsError(HypernoiseError, FileExistsError):
+    """An output folder already holds results; nothing was overwritten."""
+
+
+class AdapterError(HypernoiseError):
+    """An adapter folder is missing, corrupt, or belongs to another generator."""
+
+
+class CheckpointError(HypernoiseError):
+    """A checkpoint is missing or corrupt."""
+
+
+class WeightsNotFoundError(HypernoiseError, FileNotFoundError):
+    """Model weights could not be found locally (and could not be downloaded)."""
+
+
+class TrainingDivergedError(HypernoiseError, RuntimeError):
+    """Training stopped: too many non-finite steps in a row."""
+
+    exit_code = 1

@@ -1,0 +1,24 @@
+"""Frozen generators g, looked up by name.
+
+Each family lives in its own module and registers itself in ``GENERATORS``; modules that need
+optional packages (diffusers) import them only when a generator is built.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from hypernoise.generators.base import Conditioning, Generator
+from hypernoise.generators.registry import GENERATORS
+from hypernoise.generators import toy2d as _toy2d  # noqa: F401  (registers "toy2d")
+
+__all__ = ["Conditioning", "Generator", "GENERATORS", "build_generator"]
+
+
+def build_generator(name: str, pretrained: Optional[str] = None, device: Optional[str] = None,
+                    dtype: Optional[torch.dtype] = None, **kwargs) -> Generator:
+    """Build a frozen generator by registry name; it comes back frozen and in eval mode."""
+    gen = GENERATORS.build(name, pretrained=pretrained, device=device, dtype=dtype, **kwargs)
+    return gen.freeze()

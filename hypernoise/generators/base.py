@@ -1,0 +1,125 @@
+"""The frozen generator g: the protocol every model family implements.
+
+Shape contract (B = batch, ``latent_shape`` = the noise shape of one sample):
+
+    encode(prompts: list[str])              -> Conditioning (dict of batch-first tensors, len B)
+    generate(noise [B, *latent_shape], cond, num_steps) -> samples
+        images [B, 3, H, W] in [0, 1] (``output_kind == "image"``) or points [B, D]
+        (``output_kind == "points"``); differentiable with respect to ``noise``.
+    backbone_delta(noise [B, *latent_shape], cond) -> [B, *latent_shape]
+        one pass of the backbone at the "pure noise" timestep; with the noise hypernetwork's
+        adapters on, this is f_phi(x0, c).
+
+The generator's own weights are frozen (``requires_grad=False``) and it is always in eval mode.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch import nn
+
+Conditioning = Dict[str, torch.Tensor]
+
+
+class Generator(nn.Module, ABC):
+    """Base class of a frozen few-step generator. See the module docstring for the contract."""
+
+    #: registry name, written into adapters so that loading can check the match
+    name: str = "generator"
+    #: noise shape of one sample, without the batch dimension
+    latent_shape: tuple = ()
+    #: "image" or "points"
+    output_kind: str = "image"
+    #: number of generator network evaluations used when the user gives none
+    default_steps: int = 1
+    #: dotted module path of the backbone's final projection ("proj_out", "conv_out")
+    final_projection: Optional[str] = None
+    #: identifier of the weights (hub id or folder), recorded in adapters
+    pretrained: Optional[str] = None
+
+    def __init__(self):
+        super().__init__()
+        self._prompt_cache: dict[str, Conditioning] = {}
+
+    # ----------------------------------------------------------------- conditioning
+    def encode(self, prompts: Sequence[str]) -> Conditioning:
+        """Encode prompts into batch-first conditioning tensors, caching each prompt.
+
+        Prompt encodings do not depend on trainable weights, so the cache is always valid.
+        """
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        if missing:
+            with torch.no_grad():
+                fresh = self.encode_uncached(list(missing))
+            for i, p in enumerate(missing):
+                self._prompt_cache[p] = {k: v[i : i + 1] for k, v in fresh.items()}
+        parts = [self._prompt_cache[p] for p in prompts]
+        if not parts or not parts[0]:
+            return {}
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def encode_uncached(self, prompts: list[str]) -> Conditioning:
+        """Encode prompts without the cache; generators with a text encoder override this."""
+        return {}
+
+    # ----------------------------------------------------------------- generation
+    @abstractmethod
+    def generate(self, noise: torch.Tensor, cond: Conditioning, num_steps: Optional[int] = None) -> torch.Tensor:
+        """Map noise [B, *latent_shape] to samples (see module docstring); differentiable."""
+
+    @property
+    def backbone(self) -> Optional[nn.Module]:
+        """The network the LoRA hypernetwork reuses, or None for backbone-less generators."""
+        return None
+
+    def backbone_delta(self, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """One backbone pass at the pure-noise timestep: f_phi(x0, c) when adapters are on."""
+        raise NotImplementedError(f"generator {self.name!r} has no backbone for a LoRA hypernetwork")
+
+    def nfe(self, num_steps: Optional[int] = None) -> int:
+        """Generator network evaluations for one image at ``num_steps``."""
+        return int(num_steps or self.default_steps)
+
+    # ----------------------------------------------------------------- noise
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for t in self.parameters():
+            if t.is_floating_point():
+                return t.dtype
+        return torch.float32
+
+    def sample_noise(self, batch_size: int, seed: Optional[int] = None,
+                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Standard normal noise [B, *latent_shape] on the generator's device and dtype.
+
+        Drawn on the CPU so that a seed gives the same noise on every device.
+        """
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        x = torch.randn((batch_size, *self.latent_shape), generator=generator, dtype=torch.float32)
+        return x.to(device=self.device, dtype=self.dtype)
+
+    def freeze(self) -> "Generator":
+        """Freeze every weight and switch to eval mode (g is never trained by HyperNoise)."""
+        self.requires_grad_(False)
+        self.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "Generator":
+        # The frozen generator stays in eval mode (dropout, norms) whatever the caller asks.
+        return super().train(False)
+
+    def describe(self) -> dict:
+        """What an adapter records about the generator it was trained for."""
+        return {"generator": self.name, "pretrained": self.pretrained, "latent_shape": list(self.latent_shape)}

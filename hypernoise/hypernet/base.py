@@ -1,0 +1,63 @@
+"""The noise hypernetwork f_phi: the protocol shared by the LoRA and MLP variants.
+
+Shape contract:
+
+    hypernet(noise [B, *latent_shape], cond) -> delta [B, *latent_shape]
+    modulated noise x0_hat = noise + delta; f_phi = 0 at initialisation.
+
+``adapters_disabled()`` is the context in which the frozen generator g runs: for the LoRA
+variant it switches the backbone's adapters off (g and f_phi share one copy of the weights),
+for the MLP variant it does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from hypernoise.generators.base import Conditioning
+
+
+class NoiseHypernetwork(nn.Module):
+    """Base class: ``forward(noise, cond) -> delta`` with ``delta.shape == noise.shape``."""
+
+    #: "lora" or "mlp", recorded in hypernoise.json
+    kind: str = "hypernetwork"
+
+    def forward(self, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def modulate(self, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """x0_hat = x0 + f_phi(x0, c)."""
+        return noise + self(noise, cond).to(noise.dtype)
+
+    @contextlib.contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """Run the frozen generator inside this context."""
+        yield
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The weights the optimizer updates (fp32)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the trained weights, keyed as they are saved."""
+        return {k: v for k, v in self.named_parameters() if v.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of ``trainable_state_dict``; raises ``KeyError`` on any mismatch."""
+        own = dict(self.named_parameters())
+        missing = sorted(set(k for k, v in own.items() if v.requires_grad) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise KeyError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        with torch.no_grad():
+            for k, v in state.items():
+                own[k].copy_(v)
+
+    def config(self) -> dict:
+        """Settings recorded in hypernoise.json so that the hypernetwork can be rebuilt."""
+        return {"type": self.kind}

@@ -1,0 +1,1 @@
+"""Noise methods that share one signature: (generator, reward, noise, prompts) -> images + cost."""

@@ -1,0 +1,261 @@
+"""The training loop, on accelerate the way diffusers' training examples use it.
+
+One optimizer step = ``gradient_accumulation_steps`` micro-batches of ``batch_size`` samples per
+process. Data and noise are pure functions of (seed, micro-batch index) (see ``data.py``), so a
+resumed run replays exactly what an uninterrupted one would have seen. A step whose loss or
+gradient norm is not finite is skipped (no optimizer update) and counted; too many in a row stop
+the run. SIGINT and SIGTERM finish the current step, write a checkpoint and return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from hypernoise.errors import CheckpointError, TrainingDivergedError
+from hypernoise.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from hypernoise.training.config import RUN_DEFINING, TrainConfig
+from hypernoise.training.data import NoiseSampler, PromptSampler
+from hypernoise.training.task import TrainTask
+
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run reports."""
+
+    step: int
+    skipped_steps: int
+    last_metrics: dict = field(default_factory=dict)
+    resumed_from: Optional[str] = None
+    interrupted: bool = False
+    seconds: float = 0.0
+
+
+def build_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """Constant learning rate after a linear warmup of ``warmup_steps`` optimizer steps."""
+    warmup = max(0, int(cfg.warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+
+
+def resolve_resume(out_dir: Path, resume: Optional[str]) -> Optional[Path]:
+    """``"latest"`` -> newest complete checkpoint under ``out_dir`` (None if there is none)."""
+    if not resume:
+        return None
+    if resume == "latest":
+        return latest_checkpoint(out_dir / CHECKPOINT_DIR)
+    path = Path(resume)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder {path} does not exist; pass --resume latest or a checkpoint-N folder")
+    return path
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps; restores the handlers at exit."""
+
+    def __init__(self):
+        self.raised: Optional[int] = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, _frame):
+        if self.raised is not None:  # second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.raised = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class Trainer:
+    """Trains ``task`` on ``prompts``; writes ``out_dir/metrics.jsonl`` and ``out_dir/checkpoints``."""
+
+    def __init__(self, task: TrainTask, config: TrainConfig, out_dir, accelerator=None):
+        from accelerate import Accelerator
+
+        self.task, self.cfg, self.out_dir = task, config, Path(out_dir)
+        self.acc = accelerator or Accelerator(
+            mixed_precision=config.mixed_precision,
+            log_with=None if config.report_to in (None, "none") else config.report_to,
+            project_dir=str(self.out_dir / "logs"),
+        )
+        self.task.to(self.acc.device)
+        self.params = task.trainable_parameters()
+        self.optimizer = build_optimizer(self.params, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
+        self.model, self.optimizer = self.acc.prepare(self.task, self.optimizer)
+        self.step, self.skipped, self.streak = 0, 0, 0
+
+    # ----------------------------------------------------------------- state
+    @property
+    def is_main(self) -> bool:
+        return self.acc.is_main_process
+
+    def _state(self) -> dict:
+        return {"skipped_steps": self.skipped, "nonfinite_streak": self.streak,
+                "num_processes": self.acc.num_processes, "config": self.cfg.to_dict()}
+
+    def save(self) -> Optional[Path]:
+        """Write a checkpoint of the current step (main process only); all processes wait."""
+        path = None
+        if self.is_main:
+            path = save_checkpoint(self.out_dir / CHECKPOINT_DIR, self.step, self.task.trainable_state_dict(),
+                                   self.optimizer.state_dict(), self.scheduler.state_dict(), self._state(),
+                                   self.cfg.checkpoints_total_limit)
+        self.acc.wait_for_everyone()
+        return path
+
+    def load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        state = ckpt["state"]
+        self._check_same_run(state.get("config", {}), path)
+        self.task.load_trainable_state_dict({k: v.to(self.acc.device) for k, v in ckpt["trainable"].items()})
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.step = int(state["step"])
+        self.skipped = int(state.get("skipped_steps", 0))
+        self.streak = int(state.get("nonfinite_streak", 0))
+
+    def _check_same_run(self, saved: dict, path: Path) -> None:
+        for key in RUN_DEFINING:
+            if key in saved and saved[key] != getattr(self.cfg, key):
+                raise CheckpointError(
+                    f"checkpoint {path} was written with {key}={saved[key]!r}, this run has {getattr(self.cfg, key)!r}; "
+                    f"resume with the same settings or start a new --out folder")
+
+    # ----------------------------------------------------------------- loop
+    def fit(self, prompts: Sequence[str], resume: Optional[str] = None) -> TrainResult:
+        cfg, acc = self.cfg, self.acc
+        resume_path = resolve_resume(self.out_dir, resume)
+        if resume_path is not None:
+            self.load(resume_path)
+        if cfg.report_to not in (None, "none"):
+            acc.init_trackers("hypernoise", config={k: v for k, v in cfg.to_dict().items() if v is not None})
+        per, world = cfg.batch_size, acc.num_processes
+        prompt_sampler = PromptSampler(prompts, per * world, cfg.seed)
+        noise_sampler = NoiseSampler(self.task.latent_shape, per * world, cfg.seed, cfg.noise_mode)
+        self._truncate_metrics()
+        start, last, t0 = self.step, {}, time.perf_counter()
+        bar = self._progress(start)
+        with _StopFlag() as stop:
+            while self.step < cfg.steps and stop.raised is None:
+                last = self._train_step(prompt_sampler, noise_sampler, per, world)
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.4g}", reward=f"{last['reward']:.4g}")
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save()
+            bar.close()
+            interrupted = stop.raised is not None
+            if self.step > start or resume_path is None or interrupted:
+                self.save()
+        if cfg.report_to not in (None, "none"):
+            acc.end_training()
+        return TrainResult(self.step, self.skipped, last, str(resume_path) if resume_path else None,
+                           interrupted, time.perf_counter() - t0)
+
+    def _progress(self, start: int):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+                    disable=not (self.cfg.progress and self.is_main))
+
+    def _train_step(self, prompt_sampler, noise_sampler, per: int, world: int) -> dict:
+        cfg, acc = self.cfg, self.acc
+        accum = cfg.gradient_accumulation_steps
+        rank = acc.process_index
+        sums: dict[str, float] = {}
+        dtype = self.task.noise_dtype
+        for micro in range(accum):
+            index = self.step * accum + micro
+            prompts = prompt_sampler.batch(index, rank, per)
+            noise = noise_sampler.batch(index, rank, per, device=acc.device, dtype=dtype)
+            sync = contextlib.nullcontext() if micro == accum - 1 else acc.no_sync(self.model)
+            with sync:
+                with acc.autocast():
+                    terms = self.model(noise, prompts)
+                acc.backward(terms["loss"] / accum)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(torch.as_tensor(v).detach().float()) / accum
+        grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or math.inf)
+        finite = torch.tensor(float(math.isfinite(sums["loss"]) and bool(torch.isfinite(torch.as_tensor(grad_norm)))),
+                              device=acc.device)
+        finite = bool(acc.reduce(finite, reduction="sum") == world) if world > 1 else bool(finite)
+        if finite:
+            self.optimizer.step()
+            self.streak = 0
+        else:
+            self.skipped += 1
+            self.streak += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        metrics = self._metrics(sums, grad_norm, noise, prompts)
+        if self.streak >= cfg.max_nonfinite_streak:
+            raise TrainingDivergedError(
+                f"{self.streak} steps in a row had non-finite loss or gradients (step {self.step}); lower --lr, "
+                f"check the reward, or resume from an earlier checkpoint")
+        return metrics
+
+    def _metrics(self, sums: dict, grad_norm, noise, prompts) -> dict:
+        cfg, acc = self.cfg, self.acc
+        if acc.num_processes > 1:
+            keys = sorted(sums)
+            vec = acc.reduce(torch.tensor([sums[k] for k in keys], device=acc.device, dtype=torch.float64), reduction="mean")
+            sums = dict(zip(keys, vec.tolist()))
+        metrics = {"step": self.step, **sums, "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0],
+                   "skipped_steps": self.skipped}
+        if cfg.lipschitz_every and self.step % cfg.lipschitz_every == 0:
+            metrics.update(self.task.diagnostics(noise, prompts, cfg.lipschitz_iters))
+        if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            self._log(metrics)
+        return metrics
+
+    # ----------------------------------------------------------------- logging
+    def _log(self, metrics: dict) -> None:
+        if not self.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.cfg.report_to not in (None, "none"):
+            self.acc.log({k: v for k, v in metrics.items() if k != "step"}, step=self.step)
+
+    def _truncate_metrics(self) -> None:
+        """Drop log lines past the resumed step, so a resumed run's log reads as one run."""
+        path = self.out_dir / METRICS_FILE
+        if not self.is_main or not path.is_file():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.step:
+                    keep.append(line)
+            except json.JSONDecodeError:  # a line cut by a crash
+                continue
+        path.write_text("".join(l + "\n" for l in keep))

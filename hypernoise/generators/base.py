@@ -39,6 +39,11 @@ class Generator(nn.Module, ABC):
     final_projection: Optional[str] = None
     #: identifier of the weights (hub id or folder), recorded in adapters
     pretrained: Optional[str] = None
+    #: reward spec used when the user names none
+    default_reward: str = "redness"
+    #: training settings that suit this generator, used where the user gives none
+    #: (keys of TrainConfig, plus "rank" and "alpha"/"objective" of the objective)
+    train_defaults: dict = {}
 
     def __init__(self):
         super().__init__()
@@ -65,6 +70,10 @@ class Generator(nn.Module, ABC):
         """Encode prompts without the cache; generators with a text encoder override this."""
         return {}
 
+    def default_prompts(self, split: str = "train") -> Optional[list[str]]:
+        """Built-in prompts of this generator's world ("train" / "test"), or None."""
+        return None
+
     # ----------------------------------------------------------------- generation
     @abstractmethod
     def generate(self, noise: torch.Tensor, cond: Conditioning, num_steps: Optional[int] = None) -> torch.Tensor:
@@ -78,6 +87,12 @@ class Generator(nn.Module, ABC):
     def backbone_delta(self, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """One backbone pass at the pure-noise timestep: f_phi(x0, c) when adapters are on."""
         raise NotImplementedError(f"generator {self.name!r} has no backbone for a LoRA hypernetwork")
+
+    def enable_gradient_checkpointing(self) -> "Generator":
+        """Recompute backbone activations during backward to save memory; a no-op where nothing is
+        worth recomputing. Implementations must recompute under the adapter state of the forward
+        pass (g runs with adapters off, f_phi with them on; see ``hypernet.lora``)."""
+        return self
 
     def nfe(self, num_steps: Optional[int] = None) -> int:
         """Generator network evaluations for one image at ``num_steps``."""

@@ -31,6 +31,12 @@ class Toy2DGenerator(Generator):
     latent_shape = (2,)
     output_kind = "points"
     default_steps = 1
+    default_reward = "halfplane"
+    train_defaults = {"optimizer": "adamw", "lr": 3e-3, "batch_size": 512, "noise_mode": "per-sample",
+                      "steps": 2000, "objective": "exact"}
+
+    def default_prompts(self, split: str = "train") -> list[str]:
+        return [""]  # unconditional
 
     def __init__(self, device: Optional[str] = None, dtype: torch.dtype = torch.float32):
         super().__init__()

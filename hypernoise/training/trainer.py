@@ -14,6 +14,7 @@ import json
 import math
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -213,7 +214,9 @@ class Trainer:
             self.skipped += 1
             self.streak += 1
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
         self.step += 1
         metrics = self._metrics(sums, grad_norm, noise, prompts)
         if self.streak >= cfg.max_nonfinite_streak:

@@ -1,0 +1,1 @@
+"""The command line: parses arguments into config objects and calls library functions."""

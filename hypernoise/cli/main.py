@@ -1,0 +1,64 @@
+"""``hypernoise <command>``: each command module registers ``add_arguments`` and ``run``.
+
+Errors the library raises on purpose (``HypernoiseError``) and bad arguments become one line on
+stderr and exit status 2 (1 for failures during a run), with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from hypernoise import __version__
+from hypernoise.errors import HypernoiseError
+
+#: command name -> module under hypernoise.cli with add_arguments(parser) and run(args) -> int
+COMMANDS = {
+    "train": ("train", "train a noise hypernetwork (or a fine-tuning LoRA) against a reward"),
+    "toy2d": ("toy2d", "the analytic 2-D world: train and check against the exact tilted distribution"),
+    "rewards": ("rewards", "list the rewards and where each loads its weights from"),
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (usage stays in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="hypernoise", description="Noise hypernetworks for distilled diffusion models.")
+    parser.add_argument("--version", action="version", version=f"hypernoise {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(f"hypernoise.cli.{module}")
+        mod.add_arguments(cmd)
+        cmd.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # bad arguments (one line already printed) or --help
+        return int(e.code or 0)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except HypernoiseError as e:
+        print(f"hypernoise {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"hypernoise {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

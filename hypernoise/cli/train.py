@@ -1,0 +1,65 @@
+"""``hypernoise train``: train a noise hypernetwork for a frozen generator."""
+
+from __future__ import annotations
+
+#: training methods selectable with --method
+METHODS = ("hypernoise",)
+
+
+def add_arguments(p) -> None:
+    from hypernoise.cli.common import add_model_args, add_output_args, add_train_args
+
+    add_model_args(p)
+    p.add_argument("--reward", default=None, help="reward spec name:weight[,...] or preset (default: the generator's)")
+    p.add_argument("--method", choices=METHODS, default="hypernoise", help="what to train")
+    p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (default: the generator's training prompts)")
+    p.add_argument("--objective", choices=["l2", "reference", "exact"], default=None, help="noise-space objective (default l2, the paper's)")
+    p.add_argument("--alpha", type=float, default=None, help="temperature alpha of the l2/exact objective (default 1)")
+    p.add_argument("--reg-weight", type=float, default=0.5, help="reg_weight of the reference objective")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16, or the generator's)")
+    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 x rank)")
+    add_train_args(p)
+    add_output_args(p, required=False)
+
+
+def _configs(args, defaults: dict):
+    from hypernoise.cli.common import model_config, train_config
+    from hypernoise.hypernet import LoraSettings
+    from hypernoise.methods.hypernoise import HyperNoiseConfig
+    from hypernoise.objective import ObjectiveConfig
+
+    objective = ObjectiveConfig(kind=args.objective or defaults.get("objective", "l2"),
+                                alpha=args.alpha if args.alpha is not None else defaults.get("alpha", 1.0),
+                                reg_weight=args.reg_weight)
+    rank = args.rank if args.rank is not None else defaults.get("rank", 16)
+    return HyperNoiseConfig(model=model_config(args), reward=args.reward, objective=objective,
+                            lora=LoraSettings(rank=rank, alpha=args.lora_alpha), train=train_config(args, defaults))
+
+
+def run(args) -> int:
+    from hypernoise.cli.common import configure_threads, model_config
+    from hypernoise.errors import ConfigError
+    from hypernoise.io import find_prompts, prepare_output
+    from hypernoise.methods.hypernoise import build_task, train_hypernetwork
+    from hypernoise.rewards import parse_spec
+
+    configure_threads(args)
+    if args.reward is not None:
+        parse_spec(args.reward)  # fail on a bad spec before loading any model
+    prompts = find_prompts(None, args.prompts)
+    generator = model_config(args).build()
+    cfg = _configs(args, generator.train_defaults)
+    prompts = prompts or generator.default_prompts("train")
+    if not prompts:
+        raise ConfigError(f"generator {generator.name!r} has no built-in prompts; pass --prompts FILE")
+    out = prepare_output(args.out or f"runs/{generator.name}-{args.method}", overwrite=args.overwrite, resume=bool(args.resume))
+    task = build_task(cfg, generator)
+    task, result = train_hypernetwork(cfg, prompts, out, resume=args.resume, task=task)
+    if result.interrupted:
+        print(f"interrupted at step {result.step}: checkpoint written; continue with --resume latest --out {out}")
+        return 1
+    m = result.last_metrics
+    print(f"trained {result.step} steps ({result.skipped_steps} skipped) in {result.seconds:.1f} s; "
+          f"reward {m.get('reward', float('nan')):.4g}, kl {m.get('kl', float('nan')):.4g}")
+    print(f"adapter: {out}/adapter   metrics: {out}/metrics.jsonl")
+    return 0

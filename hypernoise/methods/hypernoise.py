@@ -1,0 +1,106 @@
+"""HyperNoise: train a noise hypernetwork for a frozen generator, and generate with it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from hypernoise.adapter import save_adapter
+from hypernoise.generators import Generator, build_generator
+from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, NoiseHypernetwork
+from hypernoise.objective import NoiseObjective, ObjectiveConfig
+from hypernoise.rewards import build_reward
+from hypernoise.training import HyperNoiseTask, TrainConfig, Trainer, TrainResult
+
+
+@dataclass
+class ModelConfig:
+    """Which frozen generator, from which weights, on which device."""
+
+    generator: str = field(default="shapes", metadata={"help": "registry name, or auto (detect from --pretrained)"})
+    pretrained: Optional[str] = field(default=None, metadata={"help": "hub id or local folder of the weights"})
+    device: Optional[str] = field(default=None, metadata={"help": "torch device (default: cuda if available, else cpu)"})
+    dtype: Optional[str] = field(default=None, metadata={"help": "float32, bfloat16 or float16 (default per device)"})
+
+    def torch_dtype(self) -> Optional[torch.dtype]:
+        from hypernoise.errors import ConfigError
+
+        if self.dtype is None:
+            return None
+        table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                 "float16": torch.float16, "fp16": torch.float16}
+        if self.dtype not in table:
+            raise ConfigError(f"unknown dtype {self.dtype!r}; choose float32, bfloat16 or float16")
+        return table[self.dtype]
+
+    def build(self) -> Generator:
+        return build_generator(self.generator, pretrained=self.pretrained, device=self.device, dtype=self.torch_dtype())
+
+
+@dataclass
+class HyperNoiseConfig:
+    """Everything that defines a HyperNoise training run besides the prompts."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    reward: Optional[str] = field(default=None, metadata={"help": "reward spec; default: the generator's"})
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    mlp_hidden: int = field(default=128, metadata={"help": "width of the MLP hypernetwork (backbone-less generators)"})
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def build_hypernetwork(generator: Generator, cfg: HyperNoiseConfig) -> NoiseHypernetwork:
+    """LoRA on the generator's backbone when it has one, else the standalone MLP."""
+    if generator.backbone is not None:
+        return LoRAHypernetwork(generator, cfg.lora)
+    return MLPHypernetwork(generator.latent_shape, hidden=cfg.mlp_hidden).to(generator.device)
+
+
+def build_task(cfg: HyperNoiseConfig, generator: Optional[Generator] = None) -> HyperNoiseTask:
+    generator = generator or cfg.model.build()
+    reward = build_reward(cfg.reward or generator.default_reward, device=str(generator.device))
+    torch.manual_seed(cfg.train.seed)  # LoRA A / MLP initialisation
+    hypernet = build_hypernetwork(generator, cfg)
+    return HyperNoiseTask(generator, hypernet, reward, NoiseObjective(cfg.objective), cfg.train.num_steps)
+
+
+def run_settings(cfg: HyperNoiseConfig, task: HyperNoiseTask) -> dict:
+    """The settings recorded in the adapter's hypernoise.json."""
+    return {"method": "hypernoise", "reward": task.reward.spec(), "objective": asdict(cfg.objective),
+            "train": cfg.train.to_dict(), "num_steps": cfg.train.num_steps or task.generator.default_steps}
+
+
+def train_hypernetwork(cfg: HyperNoiseConfig, prompts: Sequence[str], out_dir, resume: Optional[str] = None,
+                       task: Optional[HyperNoiseTask] = None) -> tuple[HyperNoiseTask, TrainResult]:
+    """Train, then write ``out_dir/adapter`` (main process). Returns the task and the result."""
+    out_dir = Path(out_dir)
+    task = task or build_task(cfg)
+    trainer = Trainer(task, cfg.train, out_dir)
+    result = trainer.fit(list(prompts), resume=resume)
+    if trainer.is_main and not result.interrupted:
+        save_adapter(out_dir / "adapter", task.hypernet, task.generator, run_settings(cfg, task))
+    trainer.acc.wait_for_everyone()
+    return task, result
+
+
+@torch.no_grad()
+def hypernoise_generate(generator: Generator, hypernet: Optional[NoiseHypernetwork], noise: torch.Tensor,
+                        prompts: Sequence[str], num_steps: Optional[int] = None) -> tuple[torch.Tensor, dict]:
+    """Images g(x0 + f_phi(x0, c), c) (or g(x0, c) without a hypernetwork) and what they cost.
+
+    noise [B, *latent_shape] -> samples, {"nfe_per_image", "seconds_per_image"}.
+    """
+    start = time.perf_counter()
+    cond = generator.encode(prompts)
+    if hypernet is None:
+        samples = generator.generate(noise, cond, num_steps)
+    else:
+        modulated = hypernet.modulate(noise, cond)
+        with hypernet.adapters_disabled():
+            samples = generator.generate(modulated, cond, num_steps)
+    nfe = generator.nfe(num_steps) + (0 if hypernet is None else 1)
+    return samples, {"nfe_per_image": float(nfe), "seconds_per_image": (time.perf_counter() - start) / len(prompts)}

@@ -1,0 +1,128 @@
+"""The command line: one-line errors with exit status 2, nothing overwritten, kill and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from hypernoise.cli.main import main
+
+
+@pytest.fixture
+def prompt_files(tmp_path):
+    files = {
+        "empty": b"\n  \n",
+        "latin1": "a caf\xe9".encode("latin-1"),
+        "badjson": b'{"prompt": "a"}\n{"prompt": \n',
+        "noprompt": b'{"text": "a"}\n',
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return tmp_path
+
+
+def _bad_cases(tmp):
+    existing = tmp / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    readonly = tmp / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    return [
+        (["train", "--generator", "nope"], "unknown generator 'nope'"),
+        (["train", "--generator", "toy2d", "--reward", "hps:"], "has no weight"),
+        (["train", "--generator", "toy2d", "--reward", "hps:abc"], "is not a number"),
+        (["train", "--generator", "toy2d", "--reward", ":5"], "has no name"),
+        (["train", "--generator", "toy2d", "--reward", "nope:1"], "unknown reward 'nope'"),
+        (["train", "--generator", "toy2d", "--steps", "0"], "--steps must be a positive integer"),
+        (["train", "--generator", "toy2d", "--steps", "-3"], "--steps must be a positive integer"),
+        (["train", "--generator", "toy2d", "--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["train", "--generator", "toy2d", "--lr", "0"], "--lr must be a positive number"),
+        (["train", "--generator", "toy2d", "--lr=-1e-3"], "--lr must be a positive number"),
+        (["train", "--generator", "toy2d", "--alpha", "0"], "alpha must be positive"),
+        (["train", "--generator", "toy2d", "--method", "magic"], "invalid choice: 'magic'"),
+        (["train", "--generator", "toy2d", "--prompts", str(tmp / "missing.txt")], "does not exist"),
+        (["train", "--generator", "toy2d", "--prompts", str(tmp / "empty")], "holds no prompt"),
+        (["train", "--generator", "toy2d", "--prompts", str(tmp / "latin1")], "is not UTF-8"),
+        (["train", "--generator", "toy2d", "--prompts", str(tmp / "badjson")], "malformed JSON"),
+        (["train", "--generator", "toy2d", "--prompts", str(tmp / "noprompt")], "no non-empty \"prompt\""),
+        (["train", "--generator", "toy2d", "--out", str(existing)], "already holds results"),
+        (["train", "--generator", "toy2d", "--out", str(readonly / "sub")], "cannot write"),
+        (["train", "--generator", "toy2d", "--resume", str(tmp / "nockpt"), "--out", str(tmp / "r")], "does not exist"),
+        (["toy2d", "--reward", "nope", "--out", str(tmp / "t")], "invalid choice: 'nope'"),
+        (["toy2d", "--steps", "0", "--out", str(tmp / "t")], "--steps must be a positive integer"),
+        (["toy2d", "--out", str(existing)], "already holds results"),
+    ]
+
+
+def test_bad_input_gives_one_line_and_exit_2(prompt_files, capsys):
+    for argv, message in _bad_cases(prompt_files):
+        if os.geteuid() == 0 and "readonly" in " ".join(argv):
+            continue  # root writes through permission bits; test_unwritable_output_folder covers it
+        code = main(argv + ["--no-progress"])
+        err = capsys.readouterr().err
+        lines = [l for l in err.splitlines() if l.strip()]
+        assert code == 2, (argv, err)
+        assert len(lines) == 1 and message in lines[0], (argv, err)
+        assert "Traceback" not in err
+    assert (prompt_files / "existing" / "keep.txt").read_text() == "mine"
+
+
+def test_unwritable_output_folder_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["train", "--generator", "toy2d", "--out", str(blocker / "sub"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write to output folder" in err and len(err.strip().splitlines()) == 1
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "hypernoise.cli.main", *args]
+
+
+def _toy_args(out, *extra):
+    return _cli("toy2d", "--reward", "corner", "--steps", "300", "--checkpoint-every", "50", "--n-eval", "2000",
+                "--no-progress", "--out", str(out), *extra)
+
+
+def _wait_for(path: Path, proc, timeout=120):
+    start = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - start < timeout
+        time.sleep(0.02)
+
+
+def test_killed_run_resumes_to_the_same_adapter(tmp_path):
+    full = tmp_path / "full"
+    subprocess.run(_toy_args(full), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_toy_args(killed), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(killed / "checkpoints" / "checkpoint-000100", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "adapter").exists()
+    done = subprocess.run(_toy_args(killed, "--resume", "latest"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    a = load_file(str(full / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(killed / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_toy_args(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(out / "checkpoints" / "checkpoint-000050", proc)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "continue with --resume latest" in stdout, stderr
+    assert "Traceback" not in stderr
+    stopped_at = int(stdout.split("interrupted at step ")[1].split(";")[0])
+    assert 50 <= stopped_at < 300
+    steps = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
+    assert steps[-1] == stopped_at  # the interrupted step was saved, not only the periodic ones

@@ -1,0 +1,162 @@
+"""The trainer: exact resume, atomic checkpoints, non-finite steps, sharding, accumulation."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from hypernoise.errors import CheckpointError, TrainingDivergedError
+from hypernoise.generators import build_generator
+from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork
+from hypernoise.objective import NoiseObjective, ObjectiveConfig
+from hypernoise.rewards import Reward, build_reward
+from hypernoise.training import HyperNoiseTask, TrainConfig, Trainer
+from hypernoise.training.checkpoint import latest_checkpoint, list_checkpoints
+from hypernoise.training.data import NoiseSampler, PromptSampler
+
+PROMPTS = ["a red square", "a blue circle", "two green triangles", "a photo"]
+
+
+def _tiny_task(seed=0, alpha=0.1):
+    gen = build_generator("tiny")
+    torch.manual_seed(seed)
+    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4))
+    return HyperNoiseTask(gen, hyper, build_reward("redness"), NoiseObjective(ObjectiveConfig("l2", alpha=alpha)))
+
+
+def _cfg(**kw):
+    base = dict(steps=6, batch_size=2, lr=0.5, optimizer="sgd", noise_mode="per-sample", progress=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def _weights(task):
+    return {k: v.detach().clone() for k, v in task.trainable_state_dict().items()}
+
+
+def test_training_raises_the_reward_and_logs_every_step(tmp_path):
+    task = _tiny_task(alpha=1e-3)
+    result = Trainer(task, _cfg(steps=10, noise_mode="fixed", optimizer="adamw", lr=0.01), tmp_path).fit(PROMPTS)
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == list(range(1, 11))
+    assert lines[-1]["reward"] > lines[0]["reward"] + 0.1
+    assert {"loss", "kl", "reg", "reward/redness", "grad_norm", "lr", "skipped_steps"} <= set(lines[-1])
+    assert result.step == 10 and result.skipped_steps == 0
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    full = _tiny_task()
+    Trainer(full, _cfg(steps=6, optimizer="adamw", lr=0.05), tmp_path / "full").fit(PROMPTS)
+
+    part = _tiny_task()
+    Trainer(part, _cfg(steps=3, optimizer="adamw", lr=0.05), tmp_path / "part").fit(PROMPTS)
+    resumed = _tiny_task(seed=123)  # different init: everything must come from the checkpoint
+    result = Trainer(resumed, _cfg(steps=6, optimizer="adamw", lr=0.05), tmp_path / "part").fit(PROMPTS, resume="latest")
+    assert result.resumed_from.endswith("checkpoint-000003") and result.step == 6
+    for k, v in _weights(full).items():
+        assert torch.equal(v, _weights(resumed)[k]), k
+    log = [json.loads(l)["step"] for l in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_with_other_run_settings_is_refused(tmp_path):
+    Trainer(_tiny_task(), _cfg(steps=2), tmp_path).fit(PROMPTS)
+    with pytest.raises(CheckpointError, match="batch_size=2.*start a new --out"):
+        Trainer(_tiny_task(), _cfg(steps=4, batch_size=3), tmp_path).fit(PROMPTS, resume="latest")
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    Trainer(_tiny_task(), _cfg(steps=6, checkpoint_every=2, checkpoints_total_limit=2), tmp_path).fit(PROMPTS)
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [4, 6]
+    # a half-written checkpoint (no state.json) left by a crash is never picked
+    half = tmp_path / "checkpoints" / "checkpoint-000099"
+    half.mkdir()
+    (half / "trainable.safetensors").write_bytes(b"partial")
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "checkpoint-000006"
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    Trainer(_tiny_task(), _cfg(steps=2), tmp_path).fit(PROMPTS)
+    ckpt = latest_checkpoint(tmp_path / "checkpoints")
+    (ckpt / "optimizer.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        Trainer(_tiny_task(), _cfg(steps=4), tmp_path).fit(PROMPTS, resume="latest")
+
+
+class _FlakyReward(Reward):
+    """Redness, but NaN on the calls listed in ``bad`` (counting from 0)."""
+
+    name = "flaky"
+
+    def __init__(self, bad):
+        super().__init__()
+        self.bad, self.calls = set(bad), 0
+
+    def forward(self, images, prompts):
+        r = images[:, 0].flatten(1).mean(1)
+        self.calls += 1
+        return r * float("nan") if self.calls - 1 in self.bad else r
+
+
+def _flaky_task(bad):
+    gen = build_generator("tiny")
+    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4))
+    return HyperNoiseTask(gen, hyper, _FlakyReward(bad), NoiseObjective())
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path):
+    task = _flaky_task(bad={1, 2})
+    before = _weights(task)
+    result = Trainer(task, _cfg(steps=4), tmp_path).fit(PROMPTS)
+    assert result.skipped_steps == 2
+    after = _weights(task)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    log = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [l["skipped_steps"] for l in log] == [0, 1, 2, 2]
+
+
+def test_a_streak_of_non_finite_steps_stops_the_run(tmp_path):
+    task = _flaky_task(bad=set(range(100)))
+    with pytest.raises(TrainingDivergedError, match="3 steps in a row"):
+        Trainer(task, _cfg(steps=10, max_nonfinite_streak=3), tmp_path).fit(PROMPTS)
+
+
+def test_process_batches_tile_the_global_batch_without_duplication():
+    single = PromptSampler(PROMPTS * 3, global_batch=6, seed=1)
+    for index in range(5):
+        whole = single.global_batch_at(index)
+        parts = sum((single.batch(index, rank, 2) for rank in range(3)), [])
+        assert parts == whole
+    epoch = sum((single.global_batch_at(i) for i in range(2)), [])  # 12 prompts = one epoch
+    assert sorted(epoch) == sorted(PROMPTS * 3)
+
+
+@pytest.mark.parametrize("mode", ["per-sample", "shared", "fixed"])
+def test_noise_modes(mode):
+    s = NoiseSampler((2, 3), global_batch=4, seed=0, mode=mode)
+    a, b = s.global_noise_at(0), s.global_noise_at(1)
+    assert a.shape == (4, 2, 3)
+    assert torch.equal(a[0], a[1]) == (mode == "shared")
+    assert torch.equal(a, b) == (mode == "fixed")
+    assert torch.equal(torch.cat([s.batch(0, r, 2) for r in range(2)]), a)
+
+
+def test_gradient_accumulation_equals_one_step_on_the_same_samples(tmp_path):
+    """Accumulating 2 micro-batches of 2 = one batch of the same 4 samples (mean loss)."""
+    gen = build_generator("toy2d")
+    torch.manual_seed(0)
+    hyper = MLPHypernetwork(gen.latent_shape, hidden=16)
+    torch.nn.init.normal_(hyper.out.weight, std=0.1)
+    task = HyperNoiseTask(gen, hyper, build_reward("corner"), NoiseObjective())
+    start = _weights(task)
+    cfg = TrainConfig(steps=1, batch_size=2, gradient_accumulation_steps=2, lr=0.1, momentum=0.0,
+                      noise_mode="per-sample", progress=False, max_grad_norm=None)
+    Trainer(task, cfg, tmp_path).fit([""])
+    trained = _weights(task)
+    sampler = NoiseSampler(gen.latent_shape, 2, seed=0, mode="per-sample")
+    noise = torch.cat([sampler.global_noise_at(0), sampler.global_noise_at(1)])
+    task.load_trainable_state_dict(start)
+    grads = torch.autograd.grad(task(noise, [""] * 4)["loss"], hyper.trainable_parameters())
+    for (name, _), g in zip(hyper.named_parameters(), grads):
+        torch.testing.assert_close(trained[name], start[name] - 0.1 * g)

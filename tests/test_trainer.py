@@ -160,3 +160,28 @@ def test_gradient_accumulation_equals_one_step_on_the_same_samples(tmp_path):
     grads = torch.autograd.grad(task(noise, [""] * 4)["loss"], hyper.trainable_parameters())
     for (name, _), g in zip(hyper.named_parameters(), grads):
         torch.testing.assert_close(trained[name], start[name] - 0.1 * g)
+
+
+def test_lipschitz_estimate_is_logged_when_asked(tmp_path):
+    Trainer(_tiny_task(), _cfg(steps=4, lipschitz_every=2), tmp_path).fit(PROMPTS)
+    log = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert ["lipschitz/max" in l for l in log] == [False, True, False, True]
+    assert log[1]["lipschitz/max"] >= log[1]["lipschitz/mean"] >= 0
+    assert "lipschitz/theorem1_bound" in log[3]
+
+
+def test_bf16_frozen_weights_with_fp32_lora(tmp_path):
+    gen = build_generator("tiny").to(torch.bfloat16)
+    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4))
+    task = HyperNoiseTask(gen, hyper, build_reward("redness"), NoiseObjective(ObjectiveConfig("l2", alpha=1e-3)))
+    noise, cond = gen.sample_noise(2, seed=0), gen.encode(["a", "b"])
+    assert noise.dtype == torch.bfloat16
+    with hyper.adapters_disabled(), torch.no_grad():
+        base = gen.generate(noise, cond)
+    Trainer(task, _cfg(steps=3, mixed_precision="bf16", optimizer="adamw", lr=0.01), tmp_path).fit(PROMPTS)
+    assert all(p.dtype == torch.float32 for p in hyper.trainable_parameters())
+    assert all(p.dtype == torch.bfloat16 for n, p in gen.named_parameters() if "lora_" not in n)
+    assert all(torch.isfinite(v).all() for v in _weights(task).values())
+    assert torch.count_nonzero(hyper(noise, cond)) > 0
+    with hyper.adapters_disabled(), torch.no_grad():
+        assert torch.equal(gen.generate(noise, cond), base)

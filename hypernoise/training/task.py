@@ -37,6 +37,9 @@ class TrainTask(nn.Module):
     def diagnostics(self, noise: torch.Tensor, prompts: Sequence[str], iters: int) -> dict[str, float]:
         return {}
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Trade compute for memory in the backbone; tasks without one ignore it."""
+
 
 class HyperNoiseTask(TrainTask):
     """L = objective(x0, f_phi(x0, c), r(g(x0 + f_phi(x0, c), c), c)), g frozen."""
@@ -65,6 +68,9 @@ class HyperNoiseTask(TrainTask):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self.hypernet.trainable_parameters()
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.generator.enable_gradient_checkpointing()
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return self.hypernet.trainable_state_dict()

@@ -94,19 +94,33 @@ class _StopFlag:
         return False
 
 
+def _make_accelerator(config: TrainConfig, out_dir: Path):
+    """An Accelerator for this run. accelerate keeps one state per process; a single process
+    may run several trainings (benchmarks, notebooks) with other precisions, so a conflicting
+    non-distributed state is reset rather than refused."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    kwargs = dict(mixed_precision=config.mixed_precision, project_dir=str(out_dir / "logs"),
+                  log_with=None if config.report_to in (None, "none") else config.report_to)
+    try:
+        return Accelerator(**kwargs)
+    except ValueError:
+        if PartialState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state()
+        return Accelerator(**kwargs)
+
+
 class Trainer:
     """Trains ``task`` on ``prompts``; writes ``out_dir/metrics.jsonl`` and ``out_dir/checkpoints``."""
 
     def __init__(self, task: TrainTask, config: TrainConfig, out_dir, accelerator=None):
-        from accelerate import Accelerator
-
         self.task, self.cfg, self.out_dir = task, config, Path(out_dir)
-        self.acc = accelerator or Accelerator(
-            mixed_precision=config.mixed_precision,
-            log_with=None if config.report_to in (None, "none") else config.report_to,
-            project_dir=str(self.out_dir / "logs"),
-        )
+        self.acc = accelerator or _make_accelerator(config, self.out_dir)
         self.task.to(self.acc.device)
+        if config.gradient_checkpointing:
+            self.task.enable_gradient_checkpointing()
         self.params = task.trainable_parameters()
         self.optimizer = build_optimizer(self.params, config)
         self.scheduler = build_scheduler(self.optimizer, config)

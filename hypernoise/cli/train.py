@@ -55,6 +55,8 @@ def run(args) -> int:
     out = prepare_output(args.out or f"runs/{generator.name}-{args.method}", overwrite=args.overwrite, resume=bool(args.resume))
     task = build_task(cfg, generator)
     task, result = train_hypernetwork(cfg, prompts, out, resume=args.resume, task=task)
+    if not result.is_main:
+        return 1 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted at step {result.step}: checkpoint written; continue with --resume latest --out {out}")
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import time
 import warnings
@@ -41,6 +42,8 @@ class TrainResult:
     resumed_from: Optional[str] = None
     interrupted: bool = False
     seconds: float = 0.0
+    #: whether this process is the main one (the one that writes files and prints)
+    is_main: bool = True
 
 
 def build_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -101,8 +104,12 @@ def _make_accelerator(config: TrainConfig, out_dir: Path):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
 
+    # Several processes launched on a machine with no GPU: accelerate forms a gloo group only
+    # when told it is on the CPU.
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     kwargs = dict(mixed_precision=config.mixed_precision, project_dir=str(out_dir / "logs"),
-                  log_with=None if config.report_to in (None, "none") else config.report_to)
+                  log_with=None if config.report_to in (None, "none") else config.report_to,
+                  cpu=launched and not torch.cuda.is_available())
     try:
         return Accelerator(**kwargs)
     except ValueError:
@@ -192,7 +199,7 @@ class Trainer:
         if cfg.report_to not in (None, "none"):
             acc.end_training()
         return TrainResult(self.step, self.skipped, last, str(resume_path) if resume_path else None,
-                           interrupted, time.perf_counter() - t0)
+                           interrupted, time.perf_counter() - t0, self.is_main)
 
     def _progress(self, start: int):
         from tqdm.auto import tqdm

@@ -1,0 +1,56 @@
+"""Best-of-N: draw N noises per prompt, generate all, keep the image with the highest reward."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from hypernoise.errors import ConfigError
+from hypernoise.generators.base import Generator
+from hypernoise.methods.base import Cost, MethodOutput, measure
+
+
+@torch.no_grad()
+def best_of_n(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str], n: int = 50,
+              num_steps: Optional[int] = None, chunk: int = 64, seed: int = 0) -> MethodOutput:
+    """``noise`` [B, ...] is the first candidate of each prompt; N - 1 more are drawn from ``seed``.
+
+    Candidates are generated and scored about ``chunk`` images at a time, keeping only the best
+    so far per prompt (memory does not grow with N). ``extras["index"]`` says which candidate
+    won (0 = the given noise) and ``extras["scores"]`` holds every candidate's reward [B, N].
+    """
+    if int(n) < 1:
+        raise ConfigError(f"best-of-N needs N >= 1, got {n}")
+    b = len(prompts)
+    extra = generator.sample_noise(b * (n - 1), seed=seed).view(b, n - 1, *noise.shape[1:]) if n > 1 else noise[:, None][:, :0]
+    candidates = torch.cat([noise.unsqueeze(1), extra], 1)  # [B, N, *latent_shape]
+    per = max(1, chunk // max(1, b))
+    best_img, scores = None, []
+    cost = Cost()
+    with measure(cost, noise.device, b):
+        for j0 in range(0, n, per):
+            block = candidates[:, j0 : j0 + per]  # [B, k, ...]
+            k = block.shape[1]
+            rep = [p for p in prompts for _ in range(k)]
+            imgs = generator.generate(block.flatten(0, 1), generator.encode(rep), num_steps)
+            r = reward(imgs, rep).float().view(b, k)
+            imgs = imgs.view(b, k, *imgs.shape[1:])
+            scores.append(r)
+            local = r.argmax(1)
+            rows = torch.arange(b, device=local.device)
+            cand_img, cand_r = imgs[rows, local], r[rows, local]
+            if best_img is None:
+                best_img, best_r = cand_img, cand_r
+            else:
+                better = cand_r > best_r
+                best_img = torch.where(better.view(-1, *[1] * (cand_img.dim() - 1)), cand_img, best_img)
+                best_r = torch.where(better, cand_r, best_r)
+        scores = torch.cat(scores, 1)
+        index = scores.argmax(1)
+    cost.generator_forward = float(n * generator.nfe(num_steps))
+    cost.reward_forward = float(n)
+    rows = torch.arange(b, device=index.device)
+    return MethodOutput(best_img, cost, noise=candidates[rows, index], reward=scores[rows, index],
+                        extras={"index": index, "scores": scores})

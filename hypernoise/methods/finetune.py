@@ -1,0 +1,98 @@
+"""Direct LoRA reward fine-tuning of the generator itself: the baseline that hacks the reward.
+
+A LoRA on g's backbone (all adapters on while generating, no delta-only final layer) trained to
+maximise the reward with no noise-space penalty (objective ``none``: L = -r). It reaches the
+reward by moving the output distribution wherever the reward is high, off the base model's image
+manifold (the paper's Figures 3-4); HyperNoise instead stays within a KL budget of the base
+noise distribution.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from hypernoise.errors import ConfigError
+from hypernoise.generators.base import Generator
+from hypernoise.hypernet.lora import LoraSettings, default_target_modules
+from hypernoise.training.task import TrainTask
+
+ADAPTER_NAME = "finetune_adapter"
+
+
+class GeneratorLoRA(nn.Module):
+    """peft LoRA layers injected into ``generator.backbone``; always on. Weights in fp32.
+
+    ``trainable_state_dict`` uses peft's key layout (``<module>.lora_A.weight``).
+    """
+
+    kind = "finetune-lora"
+
+    def __init__(self, generator: Generator, settings: Optional[LoraSettings] = None):
+        super().__init__()
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if generator.backbone is None:
+            raise ConfigError(f"generator {generator.name!r} has no backbone to fine-tune; use --method hypernoise")
+        self.settings = settings or LoraSettings(adapter_name=ADAPTER_NAME)
+        self.settings.adapter_name = ADAPTER_NAME
+        self.__dict__["_generator"] = generator
+        targets = list(self.settings.target_modules or default_target_modules(generator.backbone))
+        self.peft_config = LoraConfig(r=int(self.settings.rank), lora_alpha=float(self.settings.alpha),
+                                      target_modules=targets, init_lora_weights="gaussian", lora_dropout=0.0)
+        inject_adapter_in_model(self.peft_config, generator.backbone, adapter_name=ADAPTER_NAME)
+        tag = f".{ADAPTER_NAME}"
+        self._params = {n.replace(tag, ""): p for n, p in generator.backbone.named_parameters() if tag in n}
+        for p in self._params.values():
+            p.data = p.data.float()
+            p.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self._params.values())
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: p.detach() for k, p in self._params.items()}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != set(self._params):
+            raise KeyError(f"fine-tuning LoRA keys differ: {sorted(set(state) ^ set(self._params))[:3]}")
+        with torch.no_grad():
+            for k, v in state.items():
+                self._params[k].copy_(v)
+
+    def config(self) -> dict:
+        return {"type": self.kind, "rank": self.settings.rank, "alpha": self.settings.alpha,
+                "target_modules": self.settings.target_modules}
+
+
+class FineTuneTask(TrainTask):
+    """L = -r(g_theta(x0, c), c): the generator's LoRA trained on the reward alone."""
+
+    def __init__(self, generator: Generator, lora: GeneratorLoRA, reward: nn.Module, num_steps: Optional[int] = None):
+        super().__init__()
+        self.generator, self.lora, self.reward, self.num_steps = generator, lora, reward, num_steps
+        self.latent_shape = tuple(generator.latent_shape)
+        self.noise_dtype = generator.dtype
+
+    def forward(self, noise: torch.Tensor, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        cond = self.generator.encode(prompts)
+        samples = self.generator.generate(noise, cond, self.num_steps)
+        reward = self.reward(samples, prompts).float()
+        terms = {"loss": -reward.mean(), "reward": reward.mean()}
+        for name, value in getattr(self.reward, "last_terms", {}).items():
+            terms[f"reward/{name}"] = torch.as_tensor(value)
+        return terms
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.lora.trainable_parameters()
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.lora.trainable_state_dict()
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.lora.load_trainable_state_dict(state)
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.generator.enable_gradient_checkpointing()

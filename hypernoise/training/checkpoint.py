@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hypernoise.errors import CheckpointError
+from hypernoise.faults import maybe_kill
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "state.json"
@@ -72,6 +73,7 @@ def save_checkpoint(root: Path, step: int, trainable: dict, optimizer_state: dic
     torch.save(scheduler_state, tmp / "scheduler.pt")
     for name in ("trainable.safetensors", "optimizer.pt", "scheduler.pt"):
         _fsync_file(tmp / name)
+    maybe_kill("checkpoint", step)
     with open(tmp / STATE_FILE, "w") as f:
         json.dump({**state, "step": step}, f, indent=1)
         f.flush()

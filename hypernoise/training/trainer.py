@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import torch
 
 from hypernoise.errors import CheckpointError, TrainingDivergedError
+from hypernoise.faults import maybe_kill
 from hypernoise.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hypernoise.training.config import RUN_DEFINING, TrainConfig
 from hypernoise.training.data import NoiseSampler, PromptSampler
@@ -224,6 +225,7 @@ class Trainer:
                 acc.backward(terms["loss"] / accum)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(torch.as_tensor(v).detach().float()) / accum
+        maybe_kill("step", self.step + 1)
         grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or math.inf)
         finite = torch.tensor(float(math.isfinite(sums["loss"]) and bool(torch.isfinite(torch.as_tensor(grad_norm)))),
                               device=acc.device)

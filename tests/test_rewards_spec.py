@@ -55,3 +55,20 @@ def test_redness_is_the_papers_definition():
     images[1] = 0.5               # grey -> 0
     images[2, 1:] = 1.0           # cyan -> -1
     torch.testing.assert_close(red(images, [""] * 3), torch.tensor([1.0, 0.0, -1.0]))
+
+
+def test_per_reward_options_reach_only_their_reward(monkeypatch):
+    from hypernoise.rewards import REWARDS
+
+    seen = {}
+    original = REWARDS.get
+
+    def spy(name):
+        factory = original(name)
+        return lambda **kw: (seen.setdefault(name, kw), factory(**kw))[1]
+
+    monkeypatch.setattr(REWARDS, "get", spy)
+    build_reward("halfplane:1,corner:2", per_reward={"corner": {"pretrained": "weights/corner"}})
+    assert seen["corner"]["pretrained"] == "weights/corner" and "pretrained" not in seen["halfplane"]
+    with pytest.raises(ConfigError, match="does not use"):
+        build_reward("halfplane:1", per_reward={"hps": {"pretrained": "x"}})

@@ -19,6 +19,7 @@ COMMANDS = {
     "train": ("train", "train a noise hypernetwork (or a fine-tuning LoRA) against a reward"),
     "toy2d": ("toy2d", "the analytic 2-D world: train and check against the exact tilted distribution"),
     "rewards": ("rewards", "list the rewards and where each loads its weights from"),
+    "convert-reward": ("convert_reward", "convert an original reward checkpoint once into a fast safetensors folder"),
 }
 
 

@@ -8,12 +8,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from hypernoise.rewards import PRESETS, REWARDS
+    from hypernoise.rewards import PRESETS, REWARDS, reward_source
 
     width = max(len(n) for n in REWARDS)
     print("rewards (use as name:weight[,name:weight...]):")
     for name in REWARDS:
         print(f"  {name:<{width}}  {REWARDS.help(name)}")
+        print(f"  {'':<{width}}  weights: {reward_source(name)}")
     print("presets:")
     for name, spec in PRESETS.items():
         print(f"  {name:<{width}}  {spec}")

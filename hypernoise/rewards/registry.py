@@ -50,12 +50,22 @@ def parse_spec(spec: str) -> list[tuple[str, float]]:
 
 
 def build_reward(spec: str, device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
-                 **options):
-    """Build a ``WeightedReward`` from a spec; each reward is frozen and moved to ``device``."""
+                 per_reward: Optional[dict] = None, **options):
+    """Build a ``WeightedReward`` from a spec; each reward is frozen and on ``device``.
+
+    ``options`` go to every reward's builder (builders ignore what they do not take);
+    ``per_reward`` maps a reward name to options for that reward alone, e.g.
+    ``{"hps": {"pretrained": "weights/hps"}}``.
+    """
     from hypernoise.rewards.base import WeightedReward
 
     terms = parse_spec(spec)
-    rewards = [REWARDS.build(name, **options).freeze() for name, _ in terms]
+    per_reward = per_reward or {}
+    unknown = sorted(set(per_reward) - {n for n, _ in terms})
+    if unknown:
+        raise ConfigError(f"options given for {', '.join(unknown)}, which the reward spec {spec!r} does not use")
+    rewards = [REWARDS.build(name, device=device, dtype=dtype, **{**options, **per_reward.get(name, {})}).freeze()
+               for name, _ in terms]
     out = WeightedReward(rewards, [w for _, w in terms])
     if device is not None or dtype is not None:
         out.to(device=device, dtype=dtype)

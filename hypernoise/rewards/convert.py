@@ -1,0 +1,127 @@
+"""Convert original reward checkpoints, once, into folders of safetensors.
+
+A converted folder loads without the original files, without pickle and without the conversion
+step, and works as ``pretrained=`` for its reward::
+
+    convert_reward("hps", "HPS_v2.1_compressed.pt", "weights/hps")
+    build_reward("hps:5", pretrained="weights/hps")
+
+Layouts (each with ``hypernoise_reward.json`` naming the reward and the source):
+    hps, clip, pickscore   config.json + model.safetensors (CLIPModel) + tokenizer files
+    imagereward            vision_model/ (BlipVisionModel), text_model/ (BlipTextModel),
+                           head.safetensors (MLPHead), tokenizer/ (BERT + [DEC], [ENC])
+    aesthetic              head.safetensors (MLPHead), vision_model/ (CLIPVisionModelWithProjection)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional, Union
+
+from hypernoise.errors import OutputExistsError
+from hypernoise.registry import Registry
+from hypernoise.rewards.clip import LAION_VIT_H, PICKSCORE
+from hypernoise.rewards.hub import write_marker
+
+PathLike = Union[str, os.PathLike]
+
+CONVERTERS: Registry = Registry("reward converter")
+
+
+def convert_reward(name: str, source: PathLike, out_dir: PathLike, *, overwrite: bool = False, **options) -> Path:
+    """Convert reward ``name``'s original weights at ``source`` into the folder ``out_dir``.
+
+    Args:
+        name: ``hps``, ``imagereward``, ``aesthetic``, ``clip`` or ``pickscore``.
+        source: the original weights, as the reward's ``pretrained=`` takes them: a file
+            (``HPS_v2.1_compressed.pt``, ``ImageReward.pt``, ``sac+logos+ava1-l14-linearMSE.pth``), a
+            folder holding it, or a Hub id (``xswu/HPSv2``, ``THUDM/ImageReward``, a CLIP model id).
+        out_dir: the folder to write; it must not exist or be empty unless ``overwrite``.
+        overwrite: replace an existing folder's contents.
+        **options: passed to the converter: ``tokenizer`` (id or folder to bundle), ``cache_dir``,
+            ``allow_pickle`` (torch files holding Python objects, trusted only), and for
+            ``aesthetic`` ``head_file`` and ``clip_pretrained``.
+
+    Returns the folder. Raises ``UnknownNameError`` (no such converter), ``WeightsNotFoundError``,
+    ``InputFileError`` (not the expected checkpoint) or ``OutputExistsError``. The folder is
+    written next to ``out_dir`` first and moved into place when complete.
+    """
+    convert = CONVERTERS.get(name)
+    out = Path(out_dir).expanduser()
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out} already holds files; choose another folder or pass overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        convert(source, staging, **options)
+        write_marker(staging, name, source=str(source))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out
+
+
+@CONVERTERS.register("hps", help="HPS_v2.1_compressed.pt (open_clip) -> CLIPModel safetensors + tokenizer")
+def convert_hps(source, out: Path, tokenizer: Optional[str] = None, cache_dir=None, allow_pickle: bool = False,
+                **_) -> None:
+    from hypernoise.rewards.clip import load_clip_tokenizer
+    from hypernoise.rewards.hps import load_hps_model
+
+    model = load_hps_model(source, cache_dir=cache_dir, allow_pickle=allow_pickle)
+    tok = load_clip_tokenizer(tokenizer, source, LAION_VIT_H, what="hps", cache_dir=cache_dir,
+                              vocab_size=model.config.text_config.vocab_size)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+@CONVERTERS.register("imagereward", help="ImageReward.pt + med_config.json -> BLIP safetensors + tokenizer")
+def convert_imagereward(source, out: Path, tokenizer: Optional[str] = None, cache_dir=None,
+                        allow_pickle: bool = False, **_) -> None:
+    from safetensors.torch import save_file
+
+    from hypernoise.rewards.imagereward import load_imagereward_parts, load_imagereward_tokenizer
+
+    vision, text, head = load_imagereward_parts(source, cache_dir=cache_dir, allow_pickle=allow_pickle)
+    vision.save_pretrained(out / "vision_model")
+    text.save_pretrained(out / "text_model")
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
+    tok = load_imagereward_tokenizer(tokenizer, source, vocab_size=text.config.vocab_size, cache_dir=cache_dir)
+    tok.save_pretrained(out / "tokenizer")
+
+
+@CONVERTERS.register("aesthetic", help="LAION head .pth -> head.safetensors + the CLIP ViT-L/14 image tower")
+def convert_aesthetic(source, out: Path, head_file: Optional[str] = None, clip_pretrained: Optional[str] = None,
+                      cache_dir=None, allow_pickle: bool = False, **_) -> None:
+    from safetensors.torch import save_file
+
+    from hypernoise.rewards.aesthetic import AESTHETIC_HEAD, load_head, load_vision_tower
+
+    head = load_head(source, head_file or AESTHETIC_HEAD, cache_dir=cache_dir, allow_pickle=allow_pickle)
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
+    load_vision_tower(source, clip_pretrained, cache_dir=cache_dir).save_pretrained(out / "vision_model")
+
+
+def _convert_clip_like(default: str, default_tokenizer: Optional[str]):
+    def convert(source, out: Path, tokenizer: Optional[str] = None, cache_dir=None, **_) -> None:
+        from hypernoise.rewards.clip import load_clip_model, load_clip_tokenizer
+
+        source = source or default
+        model = load_clip_model(source, what="CLIP model", usual=f"hub {default}", cache_dir=cache_dir)
+        tok = load_clip_tokenizer(tokenizer, source, default_tokenizer or str(source), what="CLIP",
+                                  cache_dir=cache_dir, vocab_size=model.config.text_config.vocab_size)
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+
+    return convert
+
+
+CONVERTERS.register("clip", help="a CLIPModel (Hub id or folder) -> safetensors + tokenizer")(
+    _convert_clip_like(LAION_VIT_H, None))
+CONVERTERS.register("pickscore", help="PickScore_v1 -> safetensors + the LAION ViT-H-14 tokenizer")(
+    _convert_clip_like(PICKSCORE, LAION_VIT_H))

@@ -1,0 +1,76 @@
+"""convert_reward: original checkpoints -> safetensors folders that score identically."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hypernoise.errors import ConfigError, InputFileError, OutputExistsError, UnknownNameError
+from hypernoise.rewards import build_reward
+from hypernoise.rewards.convert import CONVERTERS, convert_reward
+
+PROMPTS = ["a red cube on a table", "two cats"]
+
+
+def _no_pickles(folder):
+    return not [p for p in folder.rglob("*") if p.suffix in {".pt", ".pth", ".bin"}]
+
+
+def _same_scores(a, b, images):
+    with torch.no_grad():
+        torch.testing.assert_close(a(images, PROMPTS), b(images, PROMPTS), atol=0, rtol=0)
+
+
+def test_hps_folder_scores_exactly_as_the_original_file(hps_checkpoint, clip_tokenizer_dir, tmp_path, images):
+    out = convert_reward("hps", hps_checkpoint, tmp_path / "hps", tokenizer=clip_tokenizer_dir)
+    assert (out / "model.safetensors").is_file() and (out / "hypernoise_reward.json").is_file() and _no_pickles(out)
+    original = build_reward("hps", pretrained=hps_checkpoint, tokenizer=clip_tokenizer_dir)
+    _same_scores(build_reward("hps", pretrained=out), original, images)  # tokenizer bundled in the folder
+
+
+def test_imagereward_folder_scores_exactly_as_the_original_file(imagereward_checkpoint, bert_tokenizer_dir,
+                                                                tmp_path, images):
+    out = convert_reward("imagereward", imagereward_checkpoint, tmp_path / "ir", tokenizer=bert_tokenizer_dir)
+    assert {p.name for p in out.iterdir()} >= {"vision_model", "text_model", "head.safetensors", "tokenizer"}
+    assert _no_pickles(out)
+    original = build_reward("imagereward", pretrained=imagereward_checkpoint, tokenizer=bert_tokenizer_dir)
+    _same_scores(build_reward("imagereward", pretrained=out), original, images)
+
+
+def test_aesthetic_folder_bundles_head_and_image_tower(aesthetic_heads, clip_model_dir, tmp_path, images):
+    head = aesthetic_heads / "ava+logos-l14-linearMSE.pth"
+    out = convert_reward("aesthetic", head, tmp_path / "aes", clip_pretrained=clip_model_dir)
+    assert _no_pickles(out) and (out / "vision_model" / "config.json").is_file()
+    original = build_reward("aesthetic", pretrained=head, clip_pretrained=clip_model_dir)
+    _same_scores(build_reward("aesthetic", pretrained=out), original, images)
+
+
+def test_clip_folder_is_loadable_as_clip_only(clip_model_dir, tmp_path, images):
+    out = convert_reward("clip", clip_model_dir, tmp_path / "clip")
+    _same_scores(build_reward("clip", pretrained=out), build_reward("clip", pretrained=clip_model_dir), images)
+    with pytest.raises(ConfigError, match="'clip'"):
+        build_reward("pickscore", pretrained=out)
+
+
+def test_existing_outputs_are_kept_unless_overwrite(hps_checkpoint, clip_tokenizer_dir, tmp_path):
+    out = tmp_path / "hps"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError):
+        convert_reward("hps", hps_checkpoint, out, tokenizer=clip_tokenizer_dir)
+    assert (out / "notes.txt").read_text() == "mine"
+    convert_reward("hps", hps_checkpoint, out, tokenizer=clip_tokenizer_dir, overwrite=True)
+    assert not (out / "notes.txt").exists() and (out / "model.safetensors").is_file()
+
+
+def test_a_failed_conversion_leaves_nothing_behind(imagereward_checkpoint, clip_tokenizer_dir, tmp_path):
+    """An ImageReward file given as HPS: refused, and no half-written folder remains."""
+    with pytest.raises(InputFileError, match="no open_clip CLIP weights"):
+        convert_reward("hps", imagereward_checkpoint, tmp_path / "hps", tokenizer=clip_tokenizer_dir)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_reward_names_list_the_converters(tmp_path):
+    with pytest.raises(UnknownNameError, match="aesthetic, clip, hps, imagereward, pickscore"):
+        convert_reward("redness", "x", tmp_path / "out")
+    assert sorted(CONVERTERS) == ["aesthetic", "clip", "hps", "imagereward", "pickscore"]

@@ -8,7 +8,10 @@
 
 Loading checks that the folder belongs to the generator it is loaded into. A peft folder with no
 ``hypernoise.json`` (the paper's released adapters) loads as a LoRA hypernetwork on the
-generator's backbone, with ``adapter_model.safetensors`` or ``adapter_model.bin``.
+generator's backbone, with ``adapter_model.safetensors`` or ``adapter_model.bin``, keys with or
+without peft's ``base_model.model.`` prefix, and peft < 0.16's dense LoRA on grouped convolutions
+(see ``hypernet.lora``); its final projection returns only its LoRA delta, as the reference's
+patched ``proj_out`` does. Every LoRA tensor must match a layer: a partial load is an error.
 """
 
 from __future__ import annotations
@@ -88,11 +91,25 @@ def check_compatible(meta: dict, generator: Generator, folder) -> None:
             f"(and its --pretrained weights) or another adapter")
 
 
+#: peft LoRA options a bare folder may carry that change the computation; hypernoise loads none of them
+_UNSUPPORTED_PEFT = ("rank_pattern", "alpha_pattern", "use_rslora", "use_dora", "lora_bias", "fan_in_fan_out")
+
+
 def _reference_config(folder: Path) -> dict:
-    """A LoRA config from a bare peft folder (the paper's released layout)."""
-    cfg = json.loads((folder / PEFT_CONFIG_FILE).read_text())
+    """A LoRA config from a bare peft folder (the paper's released layout: peft < 0.16, grouped
+    convolutions with dense LoRA, ``adapter_model.bin``). Options that would change the result
+    but are not loaded are refused rather than ignored."""
+    try:
+        cfg = json.loads((folder / PEFT_CONFIG_FILE).read_text())
+        rank = int(cfg["r"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise AdapterError(f"{folder / PEFT_CONFIG_FILE} is not a peft LoRA config ({type(e).__name__}: {e})") from None
+    used = [k for k in _UNSUPPORTED_PEFT if cfg.get(k)]
+    if used:
+        raise AdapterError(f"adapter {folder} uses peft options hypernoise does not load ({', '.join(used)}); "
+                           f"re-save it without them")
     targets = cfg.get("target_modules")
-    return {"type": "lora", "rank": cfg["r"], "alpha": cfg.get("lora_alpha", cfg["r"]),
+    return {"type": "lora", "rank": rank, "alpha": cfg.get("lora_alpha", 8),  # 8: peft's default lora_alpha
             "target_modules": sorted(targets) if isinstance(targets, list) else targets,
             "adapter_name": "hypernoise_adapter"}
 

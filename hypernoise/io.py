@@ -16,6 +16,12 @@ def read_prompts(path) -> list[str]:
     Blank lines are skipped; a file with no prompt, an unreadable file, or a JSONL line with no
     (or an empty) ``prompt`` is an ``InputFileError`` naming the file and line.
     """
+    return [r["prompt"] for r in read_prompt_records(path)]
+
+
+def read_prompt_records(path) -> list[dict]:
+    """Like ``read_prompts`` but keeps each JSONL object whole (GenEval metadata: tag, include...);
+    plain-text lines become ``{"prompt": line}``."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"prompt file {path} does not exist; pass a text file with one prompt per line")
@@ -25,16 +31,16 @@ def read_prompts(path) -> list[str]:
         raise InputFileError(f"prompt file {path} is not UTF-8 (byte {e.start}); re-save it as UTF-8") from None
     except OSError as e:
         raise InputFileError(f"cannot read prompt file {path}: {e.strerror}") from None
-    prompts = [_parse_line(line, path, i) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if not prompts:
+    records = [_parse_line(line, path, i) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not records:
         raise InputFileError(f"prompt file {path} holds no prompt; write one prompt per line")
-    return prompts
+    return records
 
 
-def _parse_line(line: str, path: Path, number: int) -> str:
+def _parse_line(line: str, path: Path, number: int) -> dict:
     stripped = line.strip()
     if not stripped.startswith("{"):
-        return stripped
+        return {"prompt": stripped}
     try:
         record = json.loads(stripped)
     except json.JSONDecodeError as e:
@@ -42,7 +48,7 @@ def _parse_line(line: str, path: Path, number: int) -> str:
     prompt = record.get("prompt") if isinstance(record, dict) else None
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputFileError(f"{path}:{number}: no non-empty \"prompt\" field; give each JSONL line a prompt")
-    return prompt.strip()
+    return {**record, "prompt": prompt.strip()}
 
 
 def prepare_output(path, overwrite: bool = False, resume: bool = False) -> Path:

@@ -18,23 +18,58 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", default=None, help="Hugging Face model id or local folder of the generator's weights")
     g.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bfloat16 on GPU, float32 on CPU)")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for the built-in worlds, torch's default otherwise)")
+    g.add_argument("--height", type=int, default=None, help="image height in pixels (default: the model's own)")
+    g.add_argument("--width", type=int, default=None, help="image width in pixels (default: the model's own)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for the built-in worlds, else the idle cores)")
 
 
 def model_config(args) -> ModelConfig:
-    return ModelConfig(generator=args.generator, pretrained=args.pretrained, device=args.device, dtype=args.dtype)
+    return ModelConfig(generator=args.generator, pretrained=args.pretrained, device=args.device, dtype=args.dtype,
+                       height=args.height, width=args.width)
+
+
+def auto_threads(generator: str) -> int:
+    """CPU threads for a run: 1 for the tiny built-in worlds; otherwise the idle cores (cores minus
+    the 1-minute load average, at least 1). Oversubscribed cores are ruinous for PyTorch on a CPU:
+    on a busy 2-core machine a tiny diffusers training step took 28 s with 2 threads, 0.4 s with 1."""
+    import os
+
+    if generator in SMALL_GENERATORS:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return max(1, min(cores, int(cores - load + 0.5)))
 
 
 def configure_threads(args) -> None:
-    """One thread for tiny built-in models (faster on a busy machine), else torch's default."""
+    """``--threads N``, else ``auto_threads``; only where the work runs on the CPU."""
     import torch
 
     torch.set_flush_denormal(True)
-    threads = args.threads if args.threads is not None else (1 if args.generator in SMALL_GENERATORS else None)
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be a positive integer, got {threads}")
-        torch.set_num_threads(threads)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+    on_gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
+    if args.threads is not None or not on_gpu:
+        torch.set_num_threads(args.threads or auto_threads(args.generator))
+
+
+def add_reward_weights_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reward-weights", action="append", default=None, metavar="NAME=PATH",
+                   help="weights of one reward: a local folder, file or Hub id (repeatable), e.g. hps=weights/hps")
+
+
+def reward_weights(args) -> dict:
+    """``--reward-weights hps=DIR`` -> ``{"hps": {"pretrained": "DIR"}}`` (build_reward's per_reward)."""
+    out = {}
+    for item in getattr(args, "reward_weights", None) or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"--reward-weights takes NAME=PATH, e.g. hps=weights/hps, got {item!r}")
+        out[name.strip()] = {"pretrained": path.strip()}
+    return out
 
 
 def add_output_args(p: argparse.ArgumentParser, required: bool = True, default=None) -> None:
@@ -47,12 +82,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default: the generator's, else {d.steps})")
     g.add_argument("--batch-size", type=int, default=None, help=f"samples per process per micro-step (default: the generator's, else {d.batch_size})")
-    g.add_argument("--gradient-accumulation-steps", type=int, default=1, help="micro-steps per optimizer step")
+    g.add_argument("--gradient-accumulation-steps", type=int, default=None, help="micro-steps per optimizer step (default 1)")
     g.add_argument("--lr", type=float, default=None, help="learning rate")
     g.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help="sgd (momentum 0.9) or adamw")
     g.add_argument("--nesterov", action="store_true", help="Nesterov momentum for SGD")
-    g.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warmup")
-    g.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="gradient-norm clipping (0: off)")
+    g.add_argument("--warmup-steps", type=int, default=None, help="linear learning-rate warmup (default: the generator's, else 0)")
+    g.add_argument("--max-grad-norm", type=float, default=None, help=f"gradient-norm clipping, 0 for none (default: the generator's, else {d.max_grad_norm})")
     g.add_argument("--noise-mode", choices=["per-sample", "shared", "fixed"], default=None,
                    help="initial noise per sample, shared per batch (the paper), or fixed")
     g.add_argument("--num-steps", type=int, default=None, help="generator steps during training (default: the generator's)")
@@ -61,28 +96,19 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoints-total-limit", type=int, default=None, help="keep at most N checkpoints")
     g.add_argument("--resume", default=None, help="latest, or a checkpoint folder, to continue a run")
     g.add_argument("--lipschitz-every", type=int, default=0, help="log the spectral norm of J_f every N steps")
-    g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="autocast precision")
+    g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None, help="autocast precision (default no)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="recompute backbone activations in backward")
     g.add_argument("--report-to", choices=["tensorboard", "wandb"], default=None, help="experiment tracker")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _pick(given, defaults: dict, key: str):
-    """The user's value, else the generator's default, else TrainConfig's."""
-    if given is not None:
-        return given
-    return defaults.get(key, getattr(TrainConfig, key))
-
-
-def train_config(args, defaults: dict) -> TrainConfig:
-    """A validated TrainConfig from the command line over the generator's ``train_defaults``."""
-    return TrainConfig(
-        steps=_pick(args.steps, defaults, "steps"), batch_size=_pick(args.batch_size, defaults, "batch_size"),
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        lr=_pick(args.lr, defaults, "lr"), optimizer=_pick(args.optimizer, defaults, "optimizer"), nesterov=args.nesterov,
-        warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm or None,
-        noise_mode=_pick(args.noise_mode, defaults, "noise_mode"),
-        seed=args.seed, num_steps=args.num_steps, checkpoint_every=args.checkpoint_every,
-        checkpoints_total_limit=args.checkpoints_total_limit, lipschitz_every=args.lipschitz_every,
-        mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
-        report_to=args.report_to, progress=not args.no_progress)
+def train_settings(args) -> dict:
+    """Training settings the user gave on the command line (None: not given)."""
+    return dict(
+        steps=args.steps, batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
+        lr=args.lr, optimizer=args.optimizer, nesterov=args.nesterov or None, warmup_steps=args.warmup_steps,
+        max_grad_norm=args.max_grad_norm, noise_mode=args.noise_mode, seed=args.seed, num_steps=args.num_steps,
+        checkpoint_every=args.checkpoint_every, checkpoints_total_limit=args.checkpoints_total_limit,
+        lipschitz_every=args.lipschitz_every, mixed_precision=args.mixed_precision,
+        gradient_checkpointing=args.gradient_checkpointing or None, report_to=args.report_to,
+        progress=False if args.no_progress else None)

@@ -17,6 +17,9 @@ from hypernoise.errors import HypernoiseError
 #: command name -> module under hypernoise.cli with add_arguments(parser) and run(args) -> int
 COMMANDS = {
     "train": ("train", "train a noise hypernetwork (or a fine-tuning LoRA) against a reward"),
+    "generate": ("generate", "generate images, with or without a noise hypernetwork"),
+    "optimize": ("optimize", "ReNO: optimise the initial noise of each prompt against a reward"),
+    "evaluate": ("evaluate", "evaluate a method on a prompt set: rewards, GenEval-style scores, fidelity, cost"),
     "toy2d": ("toy2d", "the analytic 2-D world: train and check against the exact tilted distribution"),
     "rewards": ("rewards", "list the rewards and where each loads its weights from"),
     "convert-reward": ("convert_reward", "convert an original reward checkpoint once into a fast safetensors folder"),

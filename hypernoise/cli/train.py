@@ -3,43 +3,41 @@
 from __future__ import annotations
 
 #: training methods selectable with --method
-METHODS = ("hypernoise",)
+METHODS = ("hypernoise", "finetune")
 
 
 def add_arguments(p) -> None:
-    from hypernoise.cli.common import add_model_args, add_output_args, add_train_args
+    from hypernoise.cli.common import add_model_args, add_output_args, add_reward_weights_arg, add_train_args
 
     add_model_args(p)
     p.add_argument("--reward", default=None, help="reward spec name:weight[,...] or preset (default: the generator's)")
-    p.add_argument("--method", choices=METHODS, default="hypernoise", help="what to train")
+    add_reward_weights_arg(p)
+    p.add_argument("--method", choices=METHODS, default="hypernoise",
+                   help="hypernoise (a noise hypernetwork) or finetune (direct LoRA reward fine-tuning of g, no KL)")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (default: the generator's training prompts)")
     p.add_argument("--objective", choices=["l2", "reference", "exact"], default=None, help="noise-space objective (default l2, the paper's)")
     p.add_argument("--alpha", type=float, default=None, help="temperature alpha of the l2/exact objective (default 1)")
-    p.add_argument("--reg-weight", type=float, default=0.5, help="reg_weight of the reference objective")
+    p.add_argument("--reg-weight", type=float, default=None, help="reg_weight of the reference objective (default 0.5)")
     p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16, or the generator's)")
     p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 x rank)")
     add_train_args(p)
     add_output_args(p, required=False)
 
 
-def _configs(args, defaults: dict):
-    from hypernoise.cli.common import model_config, train_config
-    from hypernoise.hypernet import LoraSettings
-    from hypernoise.methods.hypernoise import HyperNoiseConfig
-    from hypernoise.objective import ObjectiveConfig
+def _configs(args, generator):
+    from hypernoise.cli.common import model_config, reward_weights, train_settings
+    from hypernoise.methods.hypernoise import default_config
 
-    objective = ObjectiveConfig(kind=args.objective or defaults.get("objective", "l2"),
-                                alpha=args.alpha if args.alpha is not None else defaults.get("alpha", 1.0),
-                                reg_weight=args.reg_weight)
-    rank = args.rank if args.rank is not None else defaults.get("rank", 16)
-    return HyperNoiseConfig(model=model_config(args), reward=args.reward, objective=objective,
-                            lora=LoraSettings(rank=rank, alpha=args.lora_alpha), train=train_config(args, defaults))
+    return default_config(generator, model=model_config(args), reward=args.reward, reward_weights=reward_weights(args),
+                          objective=args.objective, alpha=args.alpha, reg_weight=args.reg_weight, rank=args.rank,
+                          lora_alpha=args.lora_alpha, **train_settings(args))
 
 
 def run(args) -> int:
     from hypernoise.cli.common import configure_threads, model_config
     from hypernoise.errors import ConfigError
     from hypernoise.io import find_prompts, prepare_output
+    from hypernoise.methods.finetune import train_finetune
     from hypernoise.methods.hypernoise import build_task, train_hypernetwork
     from hypernoise.rewards import parse_spec
 
@@ -48,13 +46,15 @@ def run(args) -> int:
         parse_spec(args.reward)  # fail on a bad spec before loading any model
     prompts = find_prompts(None, args.prompts)
     generator = model_config(args).build()
-    cfg = _configs(args, generator.train_defaults)
+    cfg = _configs(args, generator)
     prompts = prompts or generator.default_prompts("train")
     if not prompts:
         raise ConfigError(f"generator {generator.name!r} has no built-in prompts; pass --prompts FILE")
     out = prepare_output(args.out or f"runs/{generator.name}-{args.method}", overwrite=args.overwrite, resume=bool(args.resume))
-    task = build_task(cfg, generator)
-    task, result = train_hypernetwork(cfg, prompts, out, resume=args.resume, task=task)
+    if args.method == "finetune":
+        task, result = train_finetune(cfg, prompts, out, resume=args.resume, generator=generator)
+    else:
+        task, result = train_hypernetwork(cfg, prompts, out, resume=args.resume, task=build_task(cfg, generator))
     if not result.is_main:
         return 1 if result.interrupted else 0
     if result.interrupted:

@@ -7,6 +7,18 @@ exactly, and with adapters off every layer, the final one included, is bit-ident
 
 Saved weights use peft's key layout (``<module>.lora_A.weight``, no adapter name), so a saved
 folder is a standard peft adapter; keys with peft's ``base_model.model.`` prefix load too.
+
+Grouped convolutions (SANA's depthwise ``ff.conv_depth``) are not adapted by default. When a
+target list names one (the paper's released adapters do), it gets the dense LoRA that peft < 0.16
+built: A a full convolution (r, C_in, kh, kw), B a 1x1 convolution (C_out, r, 1, 1), registered
+through peft's custom-module mechanism so that keys, adapter switching and saving stay peft's.
+
+Gradient checkpointing: ``adapter_state_checkpoint`` is the checkpoint function to hand to
+diffusers' ``enable_gradient_checkpointing``. Plain checkpointing recomputes a block in backward
+under the adapters' state at that moment; HyperNoise runs g with adapters off and calls backward
+after switching them back on, so g's blocks would be recomputed as f_phi's (wrong gradients, or a
+CheckpointError). This function records each block's adapter state in forward and restores it
+for the recomputation.
 """
 
 from __future__ import annotations
@@ -33,7 +45,8 @@ class LoraSettings:
     rank: int = field(default=16, metadata={"help": "LoRA rank r (the paper: 128 on SANA-Sprint)"})
     alpha: Optional[float] = field(default=None, metadata={"help": "LoRA alpha; default 2 x rank (the paper's 256 for r=128)"})
     target_modules: Optional[list] = field(default=None, metadata={
-        "help": "module names to adapt; default every Linear and non-grouped Conv2d of the backbone"})
+        "help": "module names to adapt (or one peft regex string); default every Linear and non-grouped "
+                "Conv2d of the backbone"})
     init: str = field(default="gaussian", metadata={"help": "peft init_lora_weights: gaussian or true (B = 0 either way)"})
     adapter_name: str = field(default=ADAPTER_NAME, metadata={"help": "peft adapter name"})
 
@@ -61,6 +74,122 @@ def _tuner_layers(backbone: nn.Module) -> list[nn.Module]:
     return [m for m in backbone.modules() if isinstance(m, BaseTunerLayer)]
 
 
+# --------------------------------------------------------------------------- dense LoRA on grouped convs
+def _dense_grouped_conv_class():
+    """Build (once) the peft LoRA layer class for grouped Conv2d; peft is imported lazily."""
+    global _DenseGroupedLoraConv2d
+    if _DenseGroupedLoraConv2d is not None:
+        return _DenseGroupedLoraConv2d
+    from peft.tuners.lora.layer import LoraLayer
+
+    class DenseGroupedLoraConv2d(nn.Module, LoraLayer):
+        """LoRA on a grouped ``nn.Conv2d`` with a dense low-rank path, in peft < 0.16's layout.
+
+        y = conv_grouped(x) + scaling * B(A(x)), A: Conv2d(C_in, r, k, stride, padding), B: 1x1
+        Conv2d(r, C_out). Weights: ``lora_A.<adapter>.weight`` (r, C_in, kh, kw) and
+        ``lora_B.<adapter>.weight`` (C_out, r, 1, 1). Merging is not supported.
+        """
+
+        def __init__(self, base_layer: nn.Module, adapter_name: str, config, r: int = 0, lora_alpha: float = 1, **_):
+            super().__init__()
+            LoraLayer.__init__(self, base_layer)
+            self._active_adapter = adapter_name
+            self.update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config)
+
+        def update_layer(self, adapter_name: str, r: int, lora_alpha: float, config, **_) -> None:
+            base = self.get_base_layer()
+            self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
+            self.scaling[adapter_name] = lora_alpha / (r ** 0.5 if config.use_rslora else r)
+            self.use_rslora[adapter_name] = config.use_rslora
+            self.use_dora[adapter_name] = self.lora_bias[adapter_name] = False
+            dropout = config.lora_dropout
+            self.lora_dropout[adapter_name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+            self.lora_A[adapter_name] = nn.Conv2d(base.in_channels, r, base.kernel_size, base.stride, base.padding,
+                                                  dilation=base.dilation, bias=False)
+            self.lora_B[adapter_name] = nn.Conv2d(r, base.out_channels, 1, bias=False)
+            if config.init_lora_weights:
+                self.reset_lora_parameters(adapter_name, config.init_lora_weights)
+            self._move_adapter_to_device_of_base_layer(adapter_name)
+            self.set_adapter(self.active_adapters)
+
+        def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            result = self.base_layer(x, *args, **kwargs)
+            if self.disable_adapters:
+                return result
+            out_dtype = result.dtype
+            for name in self.active_adapters:
+                if name in self.lora_A:
+                    a, b = self.lora_A[name], self.lora_B[name]
+                    h = self.lora_dropout[name](x.to(a.weight.dtype))
+                    result = result + b(a(h)) * self.scaling[name]
+            return result.to(out_dtype)
+
+    # importable by name (module-level __getattr__ below), so layers holding it pickle
+    DenseGroupedLoraConv2d.__module__, DenseGroupedLoraConv2d.__qualname__ = __name__, "DenseGroupedLoraConv2d"
+    _DenseGroupedLoraConv2d = DenseGroupedLoraConv2d
+    return DenseGroupedLoraConv2d
+
+
+_DenseGroupedLoraConv2d = None
+
+
+def __getattr__(name: str):
+    if name == "DenseGroupedLoraConv2d":
+        return _dense_grouped_conv_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _dispatch_grouped_conv(target: nn.Module, adapter_name: str, config, **kwargs) -> Optional[nn.Module]:
+    """peft custom-module dispatcher: dense LoRA for grouped Conv2d, None (peft's default) otherwise."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
+    if not (isinstance(base, nn.Conv2d) and base.groups > 1):
+        return None
+    layer_class = _dense_grouped_conv_class()
+    return layer_class(target, adapter_name, config=config, r=kwargs["r"], lora_alpha=kwargs["lora_alpha"])
+
+
+# --------------------------------------------------------------------------- adapter switches, checkpointing
+def _switch_adapters(layers: list, enabled: list) -> None:
+    """Turn each LoRA layer's adapters on or off, as peft's forward reads them.
+
+    peft's ``enable_adapters`` also freezes (off) and unfreezes (on) the LoRA weights: slow on
+    every call, and a backward pass taken while g runs would silently train nothing. Only the
+    switch is flipped here; ``requires_grad`` is left as the hypernetwork set it.
+    """
+    for layer, on in zip(layers, enabled):
+        layer._disable_adapters = not on
+
+
+@contextlib.contextmanager
+def _adapters_switched(layers: list, enabled: list) -> Iterator[None]:
+    """Set each layer's adapters on/off inside the context; restore the previous switches at exit."""
+    before = [not layer.disable_adapters for layer in layers]
+    _switch_adapters(layers, enabled)
+    try:
+        yield
+    finally:
+        _switch_adapters(layers, before)
+
+
+def adapter_state_checkpoint(module: nn.Module, *args, **kwargs):
+    """``torch.utils.checkpoint`` of ``module(*args)`` whose backward recomputation runs under the
+    adapter switches (on/off per LoRA layer) that were in force during this forward pass.
+
+    Pass it to diffusers as ``backbone.enable_gradient_checkpointing(gradient_checkpointing_func=...)``.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    layers = _tuner_layers(module)
+    enabled = [not layer.disable_adapters for layer in layers]
+
+    def contexts():
+        return contextlib.nullcontext(), _adapters_switched(layers, enabled)
+
+    return checkpoint(module.__call__, *args, use_reentrant=False, context_fn=contexts, **kwargs)
+
+
 class LoRAHypernetwork(NoiseHypernetwork):
     """f_phi(x0, c) = backbone-with-LoRA(x0, t_noise, c) through the delta-only final projection.
 
@@ -80,11 +209,14 @@ class LoRAHypernetwork(NoiseHypernetwork):
             raise ConfigError(f"generator {generator.name!r} has no backbone; use the MLP hypernetwork")
         self.settings = settings
         self.__dict__["_generator"] = generator  # a reference, not a submodule (no double registration)
-        targets = list(settings.target_modules or default_target_modules(backbone))
+        targets = settings.target_modules or default_target_modules(backbone)
+        targets = targets if isinstance(targets, str) else list(targets)  # a string is peft's regex form
         self.peft_config = LoraConfig(
             r=int(settings.rank), lora_alpha=float(settings.alpha), target_modules=targets,
             init_lora_weights="gaussian" if settings.init == "gaussian" else True, lora_dropout=0.0,
         )
+        # grouped convolutions, when targeted, get peft < 0.16's dense LoRA (see the module docstring)
+        self.peft_config._register_custom_module({nn.Conv2d: _dispatch_grouped_conv})
         inject_adapter_in_model(self.peft_config, backbone, adapter_name=settings.adapter_name)
         self._lora_params = self._collect_lora_parameters()
         for p in self._lora_params.values():  # trainable weights stay fp32 (diffusers' cast_training_params)
@@ -129,18 +261,13 @@ class LoRAHypernetwork(NoiseHypernetwork):
 
     @contextlib.contextmanager
     def adapters_disabled(self) -> Iterator[None]:
-        """Switch every adapter off (the backbone is g) and back on at exit.
+        """Switch every adapter off (the backbone is g) and back to its previous state at exit.
 
-        peft's disable also clears ``requires_grad`` on LoRA weights; re-enabling at exit
-        restores it, so call backward after leaving the context.
+        Only peft's switch is flipped; the LoRA weights keep ``requires_grad``, so backward may be
+        called inside or after the context.
         """
-        for layer in self._layers:
-            layer.enable_adapters(False)
-        try:
+        with _adapters_switched(self._layers, [False] * len(self._layers)):
             yield
-        finally:
-            for layer in self._layers:
-                layer.enable_adapters(True)
 
     # ----------------------------------------------------------------- weights
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -165,7 +292,8 @@ class LoRAHypernetwork(NoiseHypernetwork):
 
     def config(self) -> dict:
         s = asdict(self.settings)
-        s["target_modules"] = None if self.settings.target_modules is None else list(self.settings.target_modules)
+        targets = self.settings.target_modules
+        s["target_modules"] = targets if targets is None or isinstance(targets, str) else list(targets)
         return {"type": self.kind, "final_projection": self.generator.final_projection, **s}
 
     def save_peft_config(self, folder) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -14,8 +14,9 @@ from hypernoise.methods.base import Cost, MethodOutput, measure
 
 @torch.no_grad()
 def best_of_n(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str], n: int = 50,
-              num_steps: Optional[int] = None, chunk: int = 64, seed: int = 0) -> MethodOutput:
-    """``noise`` [B, ...] is the first candidate of each prompt; N - 1 more are drawn from ``seed``.
+              num_steps: Optional[int] = None, chunk: int = 64, seed: Union[int, Sequence[int]] = 0) -> MethodOutput:
+    """``noise`` [B, ...] is the first candidate of each prompt; N - 1 more are drawn from ``seed``
+    (one seed for the batch, or one per row so that a row's candidates do not depend on the batch).
 
     Candidates are generated and scored about ``chunk`` images at a time, keeping only the best
     so far per prompt (memory does not grow with N). ``extras["index"]`` says which candidate
@@ -24,7 +25,7 @@ def best_of_n(generator: Generator, reward: nn.Module, noise: torch.Tensor, prom
     if int(n) < 1:
         raise ConfigError(f"best-of-N needs N >= 1, got {n}")
     b = len(prompts)
-    extra = generator.sample_noise(b * (n - 1), seed=seed).view(b, n - 1, *noise.shape[1:]) if n > 1 else noise[:, None][:, :0]
+    extra = _extra_candidates(generator, b, n - 1, seed).to(noise.dtype)
     candidates = torch.cat([noise.unsqueeze(1), extra], 1)  # [B, N, *latent_shape]
     per = max(1, chunk // max(1, b))
     best_img, scores = None, []
@@ -54,3 +55,12 @@ def best_of_n(generator: Generator, reward: nn.Module, noise: torch.Tensor, prom
     rows = torch.arange(b, device=index.device)
     return MethodOutput(best_img, cost, noise=candidates[rows, index], reward=scores[rows, index],
                         extras={"index": index, "scores": scores})
+
+
+def _extra_candidates(generator: Generator, b: int, k: int, seed: Union[int, Sequence[int]]) -> torch.Tensor:
+    """[B, k, *latent_shape] candidate noises beyond the given one."""
+    if isinstance(seed, int):
+        return generator.sample_noise(b * k, seed=seed).view(b, k, *generator.latent_shape)
+    if len(seed) != b:
+        raise ValueError(f"best-of-N got {len(seed)} seeds for {b} prompts")
+    return torch.stack([generator.sample_noise(k, seed=int(s)) for s in seed])

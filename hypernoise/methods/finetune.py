@@ -96,3 +96,83 @@ class FineTuneTask(TrainTask):
 
     def enable_gradient_checkpointing(self) -> None:
         self.generator.enable_gradient_checkpointing()
+
+
+# --------------------------------------------------------------------------- train, save, load
+def save_finetune_adapter(folder, lora: GeneratorLoRA, generator: Generator, settings: Optional[dict] = None):
+    """A peft folder (adapter_config.json, adapter_model.safetensors) + hypernoise.json whose
+    hypernetwork type is ``finetune-lora``: LoRA weights of g itself, not a noise hypernetwork."""
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from hypernoise import __version__
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.float().contiguous().cpu() for k, v in lora.trainable_state_dict().items()},
+              str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    lora.peft_config.save_pretrained(str(tmp))
+    meta = {**generator.describe(), "hypernetwork": lora.config(), "settings": settings or {},
+            "library": "hypernoise", "library_version": __version__}
+    (tmp / "hypernoise.json").write_text(json.dumps(meta, indent=1, default=str))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def load_finetune_adapter(generator: Generator, folder) -> GeneratorLoRA:
+    """Inject a saved fine-tuning LoRA into ``generator`` (always on from then on)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from hypernoise.adapter import check_compatible, read_metadata
+    from hypernoise.errors import AdapterError
+
+    folder = Path(folder)
+    meta = read_metadata(folder) if folder.is_dir() else None
+    if meta is None or (meta.get("hypernetwork") or {}).get("type") != GeneratorLoRA.kind:
+        raise AdapterError(f"{folder} is not a fine-tuning adapter (written by `hypernoise train --method finetune`)")
+    check_compatible(meta, generator, folder)
+    cfg = meta["hypernetwork"]
+    lora = GeneratorLoRA(generator, LoraSettings(rank=int(cfg["rank"]), alpha=float(cfg["alpha"]),
+                                                 target_modules=cfg.get("target_modules")))
+    try:
+        lora.load_trainable_state_dict(load_file(str(folder / "adapter_model.safetensors")))
+    except Exception as e:
+        raise AdapterError(f"fine-tuning adapter {folder} does not load ({type(e).__name__}: {str(e)[:100]})") from None
+    return lora
+
+
+def train_finetune(cfg, prompts: Sequence[str], out_dir, resume: Optional[str] = None, generator=None):
+    """Direct fine-tuning with a ``HyperNoiseConfig`` (its objective is ignored: L = -r).
+
+    Writes ``out_dir/adapter`` (type finetune-lora) on the main process; returns (task, result).
+    """
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from hypernoise.rewards import build_reward
+    from hypernoise.training import Trainer
+
+    generator = generator or cfg.model.build()
+    reward = build_reward(cfg.reward or generator.default_reward, device=str(generator.device), per_reward=cfg.reward_weights)
+    torch.manual_seed(cfg.train.seed)
+    lora = GeneratorLoRA(generator, LoraSettings(rank=cfg.lora.rank, alpha=cfg.lora.alpha,
+                                                 target_modules=cfg.lora.target_modules))
+    task = FineTuneTask(generator, lora, reward, cfg.train.num_steps)
+    trainer = Trainer(task, cfg.train, out_dir)
+    result = trainer.fit(list(prompts), resume=resume)
+    if trainer.is_main and not result.interrupted:
+        settings = {"method": "finetune", "reward": reward.spec(), "train": cfg.train.to_dict(),
+                    "num_steps": cfg.train.num_steps or generator.default_steps, "lora": asdict(lora.settings)}
+        save_finetune_adapter(Path(out_dir) / "adapter", lora, generator, settings)
+    trainer.acc.wait_for_everyone()
+    return task, result

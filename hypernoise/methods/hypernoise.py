@@ -25,6 +25,8 @@ class ModelConfig:
     pretrained: Optional[str] = field(default=None, metadata={"help": "hub id or local folder of the weights"})
     device: Optional[str] = field(default=None, metadata={"help": "torch device (default: cuda if available, else cpu)"})
     dtype: Optional[str] = field(default=None, metadata={"help": "float32, bfloat16 or float16 (default per device)"})
+    height: Optional[int] = field(default=None, metadata={"help": "image height (default: the model's)"})
+    width: Optional[int] = field(default=None, metadata={"help": "image width (default: the model's)"})
 
     def torch_dtype(self) -> Optional[torch.dtype]:
         from hypernoise.errors import ConfigError
@@ -38,7 +40,8 @@ class ModelConfig:
         return table[self.dtype]
 
     def build(self) -> Generator:
-        return build_generator(self.generator, pretrained=self.pretrained, device=self.device, dtype=self.torch_dtype())
+        size = {k: v for k, v in (("height", self.height), ("width", self.width)) if v is not None}
+        return build_generator(self.generator, pretrained=self.pretrained, device=self.device, dtype=self.torch_dtype(), **size)
 
 
 @dataclass
@@ -47,6 +50,7 @@ class HyperNoiseConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     reward: Optional[str] = field(default=None, metadata={"help": "reward spec; default: the generator's"})
+    reward_weights: dict = field(default_factory=dict, metadata={"help": "per-reward builder options, e.g. {'hps': {'pretrained': DIR}}"})
     lora: LoraSettings = field(default_factory=LoraSettings)
     mlp_hidden: int = field(default=128, metadata={"help": "width of the MLP hypernetwork (backbone-less generators)"})
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -62,7 +66,7 @@ def build_hypernetwork(generator: Generator, cfg: HyperNoiseConfig) -> NoiseHype
 
 def build_task(cfg: HyperNoiseConfig, generator: Optional[Generator] = None) -> HyperNoiseTask:
     generator = generator or cfg.model.build()
-    reward = build_reward(cfg.reward or generator.default_reward, device=str(generator.device))
+    reward = build_reward(cfg.reward or generator.default_reward, device=str(generator.device), per_reward=cfg.reward_weights)
     torch.manual_seed(cfg.train.seed)  # LoRA A / MLP initialisation
     hypernet = build_hypernetwork(generator, cfg)
     return HyperNoiseTask(generator, hypernet, reward, NoiseObjective(cfg.objective), cfg.train.num_steps)
@@ -104,3 +108,29 @@ def hypernoise_generate(generator: Generator, hypernet: Optional[NoiseHypernetwo
             samples = generator.generate(modulated, cond, num_steps)
     nfe = generator.nfe(num_steps) + (0 if hypernet is None else 1)
     return samples, {"nfe_per_image": float(nfe), "seconds_per_image": (time.perf_counter() - start) / len(prompts)}
+
+
+#: keys of ``Generator.train_defaults`` besides TrainConfig's own fields
+_NON_TRAIN_KEYS = ("objective", "alpha", "reg_weight", "rank", "lora_alpha")
+
+
+def default_config(generator: Generator, model: Optional[ModelConfig] = None, reward: Optional[str] = None,
+                   reward_weights: Optional[dict] = None, **given) -> HyperNoiseConfig:
+    """A HyperNoiseConfig from what the user gave over the generator's ``train_defaults``.
+
+    ``given``: TrainConfig fields and ``objective``, ``alpha``, ``reg_weight``, ``rank``,
+    ``lora_alpha``; a value of None means "not given". Precedence: given > the generator's
+    defaults > the dataclasses' defaults.
+    """
+    from hypernoise.errors import ConfigError
+
+    merged = {**generator.train_defaults, **{k: v for k, v in given.items() if v is not None}}
+    unknown = sorted(set(merged) - set(TrainConfig.__dataclass_fields__) - set(_NON_TRAIN_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown training settings {unknown}")
+    objective = ObjectiveConfig(kind=merged.pop("objective", "l2"), alpha=merged.pop("alpha", 1.0),
+                                reg_weight=merged.pop("reg_weight", 0.5))
+    lora = LoraSettings(rank=merged.pop("rank", 16), alpha=merged.pop("lora_alpha", None))
+    return HyperNoiseConfig(model=model or ModelConfig(generator=generator.name, pretrained=generator.pretrained),
+                            reward=reward, reward_weights=reward_weights or {}, objective=objective, lora=lora,
+                            train=TrainConfig(**merged))

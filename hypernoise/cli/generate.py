@@ -1,0 +1,67 @@
+"""``hypernoise generate``: images from prompts, with or without a noise hypernetwork."""
+
+from __future__ import annotations
+
+import re
+
+
+def add_arguments(p) -> None:
+    from hypernoise.cli.common import add_model_args, add_output_args
+
+    add_model_args(p)
+    p.add_argument("--adapter", default=None, help="adapter folder written by `hypernoise train` (or the paper's peft folder)")
+    p.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
+    p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image of each prompt")
+    p.add_argument("--num-images", type=int, default=1, help="images per prompt (seeds seed, seed+1, ...)")
+    p.add_argument("--num-steps", type=int, default=None, help="generator steps (default: the generator's)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per batch")
+    p.add_argument("--compare", action="store_true", help="also write base images from the same noise and a side-by-side grid")
+    add_output_args(p)
+
+
+def _slug(text: str, n: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "prompt"
+
+
+def _positive(name: str, value) -> None:
+    from hypernoise.errors import ConfigError
+
+    if value is not None and value < 1:
+        raise ConfigError(f"--{name} must be a positive integer, got {value}")
+
+
+def run(args) -> int:
+    from hypernoise.adapter import load_adapter
+    from hypernoise.cli.common import configure_threads, model_config
+    from hypernoise.errors import ConfigError
+    from hypernoise.io import find_prompts, prepare_output
+    from hypernoise.methods.generate import compare_grid, generate_images, save_png
+
+    configure_threads(args)
+    for name in ("num_images", "num_steps", "batch_size"):
+        _positive(name.replace("_", "-"), getattr(args, name))
+    prompts = find_prompts(args.prompt, args.prompts)
+    if not prompts:
+        raise ConfigError("no prompt given; pass --prompt TEXT (repeatable) or --prompts FILE")
+    if args.compare and not args.adapter:
+        raise ConfigError("--compare needs --adapter DIR (it compares base and HyperNoise images)")
+    generator = model_config(args).build()
+    hypernet = load_adapter(generator, args.adapter) if args.adapter else None
+    out = prepare_output(args.out, overwrite=args.overwrite)
+    seeds = list(range(args.seed, args.seed + args.num_images))
+    meta = {"generator": generator.name, "num_steps": args.num_steps or generator.default_steps,
+            "adapter": args.adapter}
+    images = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size)
+    names = [f"{i:03d}-{_slug(p)}-seed{s}.png" for i, p in enumerate(prompts) for s in seeds]
+    pairs = [(p, s) for p in prompts for s in seeds]
+    sub = "hypernoise" if hypernet is not None else ""
+    for image, name, (prompt, seed) in zip(images, names, pairs):
+        save_png(image, out / sub / name, prompt, seed, {**meta, "method": "hypernoise" if hypernet else "base"})
+    if args.compare:
+        base = generate_images(generator, prompts, seeds, args.num_steps, None, args.batch_size)
+        for image, name, (prompt, seed) in zip(base, names, pairs):
+            save_png(image, out / "base" / name, prompt, seed, {**meta, "method": "base"})
+        compare_grid(base, images, [p for p, _ in pairs]).save(out / "compare.png")
+    print(f"wrote {len(images)} images to {out}" + (f" and {out}/compare.png" if args.compare else ""))
+    return 0

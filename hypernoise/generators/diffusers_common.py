@@ -1,0 +1,241 @@
+"""What the three diffusers generators share: device and dtype, loading, family detection.
+
+Loading takes a Hugging Face model id or a local folder written by ``save_pretrained`` (a
+``model_index.json`` plus one folder per component). Hub ids resolve through the Hugging Face
+cache and honour ``HF_HUB_OFFLINE``; nothing is downloaded when it is set. The family of a folder
+is read from ``model_index.json`` (``_class_name``), which is how ``--generator auto`` works.
+
+diffusers itself is imported only inside functions: importing hypernoise stays light.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from hypernoise.errors import ConfigError, WeightsNotFoundError
+from hypernoise.generators.base import Generator
+from hypernoise.generators.registry import GENERATORS
+
+MODEL_INDEX = "model_index.json"
+
+#: diffusers pipeline class (``_class_name`` in model_index.json) -> generator registry name
+FAMILY_BY_PIPELINE = {
+    "StableDiffusionPipeline": "sd-turbo",
+    "SanaSprintPipeline": "sana-sprint",
+    "FluxPipeline": "flux-schnell",
+}
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "no": torch.float32, "bf16": torch.bfloat16,
+           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+# --------------------------------------------------------------------------- device and dtype
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    """The device asked for, or the first accelerator available, or the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
+    """The dtype asked for (a torch dtype or a name such as "bf16"); default bf16 on CUDA, fp32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ConfigError(f"unknown dtype {dtype!r}; choose one of: fp32, bf16, fp16") from None
+
+
+# --------------------------------------------------------------------------- locating weights
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _not_found(pretrained: str, why: str) -> WeightsNotFoundError:
+    from huggingface_hub import constants
+
+    where = f"the Hugging Face cache {constants.HF_HUB_CACHE}" + (" (HF_HUB_OFFLINE is set)" if _hub_offline() else "")
+    return WeightsNotFoundError(
+        f"no diffusers pipeline found for {pretrained!r} ({why}); looked for a local folder with {MODEL_INDEX} "
+        f"and in {where}; pass --pretrained with a folder saved by save_pretrained, or download the model first")
+
+
+def read_model_index(pretrained: str) -> dict:
+    """``model_index.json`` of a local folder or a hub id (through the cache); ``WeightsNotFoundError`` if absent."""
+    folder = Path(pretrained).expanduser()
+    if folder.is_dir():
+        path = folder / MODEL_INDEX
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{folder} has no {MODEL_INDEX}; pass a folder written by a diffusers "
+                                       f"pipeline's save_pretrained, or a Hugging Face model id")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(str(pretrained), MODEL_INDEX))
+        except Exception as e:  # invalid id, not cached, offline, no network: all mean "not here"
+            raise _not_found(str(pretrained), type(e).__name__) from None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise WeightsNotFoundError(f"{path} is unreadable ({type(e).__name__}); "
+                                   f"re-save or re-download the model") from None
+
+
+def detect_generator(pretrained: str) -> str:
+    """The generator registry name of the pipeline at ``pretrained`` (read from ``model_index.json``)."""
+    if not pretrained:
+        raise ConfigError("--generator auto needs --pretrained (a Hugging Face id or a local folder)")
+    class_name = read_model_index(pretrained).get("_class_name")
+    try:
+        return FAMILY_BY_PIPELINE[class_name]
+    except KeyError:
+        known = ", ".join(f"{k} ({v})" for k, v in FAMILY_BY_PIPELINE.items())
+        raise ConfigError(f"{pretrained} holds a {class_name!r}, which no generator handles; "
+                          f"supported: {known}") from None
+
+
+def _dtype_keyword() -> str:
+    """``dtype`` for diffusers that take it (0.36+ deprecate ``torch_dtype``), else ``torch_dtype``."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (present where dtype= works)
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
+def _check_family(index: dict, pipeline_class: str, pretrained: str) -> None:
+    """A folder of another supported family is a clear error, not a half-loaded pipeline."""
+    found = index.get("_class_name")
+    if found != pipeline_class and found in FAMILY_BY_PIPELINE:
+        raise ConfigError(f"{pretrained} holds a {found}, not a {pipeline_class}; pass --generator "
+                          f"{FAMILY_BY_PIPELINE[found]} (or auto)")
+
+
+def load_pipeline(pipeline_class: str, pretrained: str, dtype: torch.dtype, device: torch.device, **kwargs):
+    """``diffusers.<pipeline_class>.from_pretrained`` on ``device`` in ``dtype``; missing weights raise one line."""
+    import diffusers
+
+    _check_family(read_model_index(pretrained), pipeline_class, pretrained)  # also fails early if nothing is there
+    local = Path(pretrained).expanduser()
+    source = str(local) if local.is_dir() else str(pretrained)
+    try:
+        pipe = getattr(diffusers, pipeline_class).from_pretrained(source, **{_dtype_keyword(): dtype}, **kwargs)
+    except OSError as e:  # a component's weights are missing
+        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        if local.is_dir():
+            raise WeightsNotFoundError(f"the pipeline in {pretrained} is incomplete ({why}); re-save it with "
+                                       f"save_pretrained or download the model again") from None
+        raise _not_found(str(pretrained), why) from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+# --------------------------------------------------------------------------- the shared adapter
+class DiffusersGenerator(Generator):
+    """A frozen diffusers pipeline seen through the ``Generator`` protocol.
+
+    Subclasses set the class attributes, build ``latent_shape`` and implement ``encode_uncached``,
+    ``generate`` and ``backbone_delta``. The pipeline object is kept (not as a submodule) for its
+    helpers; its modules are registered here so that ``.to()`` and ``freeze()`` reach them.
+    """
+
+    #: diffusers pipeline class the family loads with
+    pipeline_class: str = ""
+    #: Hugging Face id used when no --pretrained is given
+    default_pretrained: str = ""
+    #: attribute of the pipeline holding the backbone ("unet" or "transformer")
+    backbone_attr: str = "transformer"
+    #: the paper's reward ensemble (HPSv2.1, ImageReward, CLIP, PickScore)
+    default_reward = "reno"
+
+    def __init__(self, pipe, pretrained: str, height: Optional[int], width: Optional[int]):
+        super().__init__()
+        self.pipeline = pipe
+        self.pretrained = str(pretrained)
+        self.net = getattr(pipe, self.backbone_attr)  # registered first: self.dtype reads it
+        self.vae = pipe.vae
+        self.text_encoders = nn.ModuleList([m for m in (getattr(pipe, "text_encoder", None),
+                                                        getattr(pipe, "text_encoder_2", None)) if m is not None])
+        default = self.default_size()
+        self.height, self.width = int(height or default), int(width or default)
+        self.check_size()
+
+    # ----------------------------------------------------------------- configuration
+    def default_size(self) -> int:
+        """Image side in pixels when none is given: sample size x VAE scale factor, as diffusers does."""
+        return int(self.net.config.sample_size) * int(self.pipeline.vae_scale_factor)
+
+    def size_multiple(self) -> int:
+        return int(self.pipeline.vae_scale_factor)
+
+    def check_size(self) -> None:
+        m = self.size_multiple()
+        if self.height <= 0 or self.width <= 0 or self.height % m or self.width % m:
+            raise ConfigError(f"{self.name} needs --height/--width that are positive multiples of {m}, "
+                              f"got {self.height}x{self.width}")
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.net
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The frozen backbone's dtype (LoRA weights, kept fp32, do not count). Cheaper than diffusers'
+        ``ModelMixin.dtype``, which walks every module on each call."""
+        for name, p in self.net.named_parameters():
+            if "lora_" not in name and p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def fresh_scheduler(self):
+        """A private copy of the pipeline's scheduler: its timesteps and step index are per call."""
+        return copy.deepcopy(self.pipeline.scheduler)  # from_config would re-validate the config: slower
+
+    def resolve_steps(self, num_steps: Optional[int]) -> int:
+        steps = int(num_steps or self.default_steps)
+        if steps < 1:
+            raise ConfigError(f"--num-steps must be a positive integer, got {num_steps}")
+        return steps
+
+    def describe(self) -> dict:
+        return {**super().describe(), "height": self.height, "width": self.width}
+
+    # ----------------------------------------------------------------- helpers for subclasses
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE latents (already unscaled) -> images [B, 3, H, W] in [0, 1] (the pipelines' postprocess)."""
+        image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        return (image / 2 + 0.5).clamp(0, 1)
+
+    def enable_gradient_checkpointing(self) -> "DiffusersGenerator":
+        """Recompute the backbone's blocks in backward, under the adapter state of the forward pass."""
+        from hypernoise.hypernet.lora import adapter_state_checkpoint
+
+        self.net.enable_gradient_checkpointing(gradient_checkpointing_func=adapter_state_checkpoint)
+        return self
+
+    def disable_gradient_checkpointing(self) -> "DiffusersGenerator":
+        self.net.disable_gradient_checkpointing()
+        return self
+
+
+@GENERATORS.register("auto", help="detect the family from --pretrained's model_index.json and build it")
+def build_auto(pretrained: Optional[str] = None, **kwargs) -> Generator:
+    """Detect the family of ``pretrained`` from its ``model_index.json`` and build that generator."""
+    return GENERATORS.build(detect_generator(pretrained), pretrained=pretrained, **kwargs)
+

@@ -1,0 +1,112 @@
+"""SANA-Sprint: a linear-attention transformer distilled with sCM, run through ``SanaSprintPipeline``.
+
+Noise x0: [C, H/32, W/32] (the unit Gaussian the pipeline multiplies by the scheduler's
+``sigma_data``). The transformer is conditioned on Gemma-2 prompt embeddings (no "complex human
+instruction", as the reference code encodes prompts) and a guidance embedding of
+``guidance_scale x guidance_embeds_scale``. Sampling follows the SCM (TrigFlow) schedule from
+t = pi/2; with several steps the scheduler re-noises between steps with fresh Gaussian noise,
+drawn from ``rng`` when one is given.
+
+The noise hypernetwork pass is the transformer on the raw noise at flow time 1.0 with guidance
+4.5 x ``guidance_embeds_scale``, exactly as the reference code runs it (METHOD.md).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from hypernoise.generators.base import Conditioning
+from hypernoise.generators.diffusers_common import DiffusersGenerator, load_pipeline, resolve_device, resolve_dtype
+from hypernoise.generators.registry import GENERATORS
+
+GUIDANCE_SCALE = 4.5  # the pipeline's default, and the reference's hypernetwork guidance
+MAX_TIMESTEP = 1.57080  # pi/2: pure noise in TrigFlow time (the pipeline's max_timesteps)
+TWO_STEP_INTERMEDIATE = 1.3  # the pipeline's intermediate timestep, used only at 2 steps
+NOISE_FLOW_TIME = 1.0
+
+
+def _scm_input_scale(s: torch.Tensor) -> torch.Tensor:
+    """sqrt(s^2 + (1 - s)^2): the TrigFlow -> flow-time input scaling of SANA-Sprint."""
+    return torch.sqrt(s**2 + (1 - s) ** 2)
+
+
+class SanaSprintGenerator(DiffusersGenerator):
+    """g(x0, c) = decode(SCM sampling of the SANA transformer from x0 * sigma_data). See module docstring."""
+
+    name = "sana-sprint"
+    pipeline_class = "SanaSprintPipeline"
+    default_pretrained = "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"
+    backbone_attr = "transformer"
+    final_projection = "proj_out"
+    default_steps = 1
+    #: the paper's run (METHOD.md): rank 128, alpha 256, SGD 1e-3, clip 1, 100 warmup steps,
+    #: reg_weight 0.5 on mean(f^2), one-step training
+    train_defaults = {"rank": 128, "lora_alpha": 256, "optimizer": "sgd", "lr": 1e-3, "max_grad_norm": 1.0,
+                      "warmup_steps": 100, "objective": "reference", "num_steps": 1}
+
+    def __init__(self, pipe, pretrained: str, height: Optional[int] = None, width: Optional[int] = None,
+                 max_sequence_length: int = 300, guidance_scale: float = GUIDANCE_SCALE):
+        super().__init__(pipe, pretrained, height, width)
+        f = int(pipe.vae_scale_factor)
+        self.latent_shape = (int(self.net.config.in_channels), self.height // f, self.width // f)
+        self.max_sequence_length = int(max_sequence_length)
+        self.guidance_scale = float(guidance_scale)
+
+    def size_multiple(self) -> int:
+        return 32  # SanaSprintPipeline.check_inputs
+
+    def encode_uncached(self, prompts: list[str]) -> Conditioning:
+        embeds, mask = self.pipeline.encode_prompt(prompts, device=self.device, complex_human_instruction=None,
+                                                   max_sequence_length=self.max_sequence_length)
+        return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
+
+    def _guidance(self, batch: int, scale: float, dtype: torch.dtype, device) -> torch.Tensor:
+        return torch.full((batch,), scale, device=device, dtype=dtype) * self.net.config.guidance_embeds_scale
+
+    def _transformer(self, x: torch.Tensor, cond: Conditioning, timestep: torch.Tensor, guidance: torch.Tensor):
+        return self.net(x.to(self.dtype), encoder_hidden_states=cond["prompt_embeds"].to(self.dtype),
+                        encoder_attention_mask=cond["prompt_attention_mask"], guidance=guidance,
+                        timestep=timestep, return_dict=False)[0]
+
+    def generate(self, noise: torch.Tensor, cond: Conditioning, num_steps: Optional[int] = None,
+                 rng=None) -> torch.Tensor:
+        """Mirrors ``SanaSprintPipeline.__call__`` (steps 4-7 and decode) without resolution binning."""
+        steps = self.resolve_steps(num_steps)
+        scheduler = self.fresh_scheduler()
+        scheduler.set_timesteps(steps, device=noise.device, max_timesteps=MAX_TIMESTEP,
+                                intermediate_timesteps=TWO_STEP_INTERMEDIATE if steps == 2 else None)
+        scheduler.set_begin_index(0)
+        sigma_data = scheduler.config.sigma_data
+        latents = noise.float() * sigma_data
+        guidance = self._guidance(noise.shape[0], self.guidance_scale, cond["prompt_embeds"].dtype, noise.device)
+        denoised = latents
+        for t in scheduler.timesteps[:-1]:
+            timestep = t.expand(noise.shape[0])
+            s = torch.sin(timestep) / (torch.cos(timestep) + torch.sin(timestep))  # flow time of TrigFlow t
+            s4 = s.view(-1, 1, 1, 1)
+            x_in = latents / sigma_data * _scm_input_scale(s4)
+            out = self._transformer(x_in, cond, s, guidance)
+            out = ((1 - 2 * s4) * x_in + (1 - 2 * s4 + 2 * s4**2) * out) / _scm_input_scale(s4)
+            latents, denoised = scheduler.step(out.float() * sigma_data, timestep, latents, generator=rng,
+                                               return_dict=False)
+        # the pipeline casts to the VAE's dtype before unscaling; so do we, for bit-equal bf16 images
+        return self.decode((denoised / sigma_data).to(self.vae.dtype) / self.vae.config.scaling_factor)
+
+    def backbone_delta(self, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        b = noise.shape[0]
+        timestep = torch.full((b,), NOISE_FLOW_TIME, device=noise.device, dtype=self.dtype)
+        guidance = self._guidance(b, GUIDANCE_SCALE, self.dtype, noise.device)
+        return self._transformer(noise, cond, timestep, guidance)
+
+
+@GENERATORS.register("sana-sprint", help="SANA-Sprint (transformer, SCM, 1-4 steps, 1024 px) through diffusers")
+def build_sana_sprint(pretrained: Optional[str] = None, device=None, dtype=None, height: Optional[int] = None,
+                      width: Optional[int] = None, max_sequence_length: int = 300,
+                      guidance_scale: float = GUIDANCE_SCALE, **_) -> SanaSprintGenerator:
+    device = resolve_device(device)
+    pretrained = pretrained or SanaSprintGenerator.default_pretrained
+    pipe = load_pipeline(SanaSprintGenerator.pipeline_class, pretrained, resolve_dtype(dtype, device), device)
+    return SanaSprintGenerator(pipe, pretrained, height, width, max_sequence_length, guidance_scale)
+

@@ -1,0 +1,105 @@
+"""generate / optimize / evaluate at the command line, on the tiny generator."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from hypernoise.adapter import save_adapter
+from hypernoise.cli.main import main
+from hypernoise.generators import build_generator
+from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork
+
+
+@pytest.fixture
+def tiny_adapter(tmp_path):
+    import torch
+
+    gen = build_generator("tiny")
+    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4))
+    for p in hyper.trainable_parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    return save_adapter(tmp_path / "adapter", hyper, gen)
+
+
+def test_generate_writes_pngs_with_prompt_and_seed(tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["generate", "--generator", "tiny", "--prompt", "a red square", "--prompt", "a blue circle",
+                 "--seed", "7", "--num-images", "2", "--out", str(out)]) == 0
+    files = sorted(p.name for p in out.glob("*.png"))
+    assert files == ["000-a-red-square-seed7.png", "000-a-red-square-seed8.png",
+                     "001-a-blue-circle-seed7.png", "001-a-blue-circle-seed8.png"]
+    info = Image.open(out / files[2]).text
+    assert info["prompt"] == "a blue circle" and info["seed"] == "7" and info["method"] == "base"
+
+
+def test_generate_compare_writes_both_rows_and_a_grid(tmp_path, tiny_adapter):
+    out = tmp_path / "cmp"
+    assert main(["generate", "--generator", "tiny", "--adapter", str(tiny_adapter), "--prompt", "a", "--compare",
+                 "--out", str(out)]) == 0
+    base = Image.open(out / "base" / "000-a-seed0.png")
+    hn = Image.open(out / "hypernoise" / "000-a-seed0.png")
+    assert base.tobytes() != hn.tobytes()
+    assert Image.open(out / "compare.png").size[1] > 2 * base.size[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--generator", "tiny", "--out", "{tmp}/x"], "no prompt given"),
+    (["generate", "--generator", "tiny", "--prompt", "", "--out", "{tmp}/x"], "empty --prompt"),
+    (["generate", "--generator", "tiny", "--prompt", "a", "--compare", "--out", "{tmp}/x"], "--compare needs --adapter"),
+    (["generate", "--generator", "tiny", "--prompt", "a", "--adapter", "{tmp}/none", "--out", "{tmp}/x"], "does not exist"),
+    (["generate", "--generator", "tiny", "--prompt", "a", "--adapter", "{toy}", "--out", "{tmp}/x"], "trained for generator 'toy2d'"),
+    (["generate", "--generator", "tiny", "--prompt", "a", "--num-steps", "0", "--out", "{tmp}/x"], "--num-steps must be a positive"),
+    (["optimize", "--generator", "tiny", "--prompt", "a", "--iters", "0", "--out", "{tmp}/x"], "--iters must be a positive"),
+    (["optimize", "--generator", "tiny", "--prompt", "a", "--reward", "hps:abc", "--out", "{tmp}/x"], "is not a number"),
+    (["evaluate", "--generator", "tiny", "--method", "hypernoise", "--out", "{tmp}/x"], "needs --adapter"),
+    (["evaluate", "--generator", "tiny", "--seeds", "a,b", "--out", "{tmp}/x"], "--seeds must be comma-separated"),
+    (["evaluate", "--generator", "tiny", "--method", "magic", "--out", "{tmp}/x"], "invalid choice"),
+])
+def test_command_errors_are_one_line(tmp_path, capsys, argv, message):
+    toy = build_generator("toy2d")
+    toy_adapter = save_adapter(tmp_path / "toy", MLPHypernetwork(toy.latent_shape), toy)
+    argv = [a.format(tmp=tmp_path, toy=toy_adapter) for a in argv]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert "Traceback" not in err
+
+
+def test_optimize_improves_the_reward_and_saves_iterates(tmp_path):
+    out = tmp_path / "reno"
+    assert main(["optimize", "--generator", "tiny", "--reward", "redness", "--prompt", "a", "--iters", "5", "--lr", "1",
+                 "--save-iterates", "--no-progress", "--out", str(out)]) == 0
+    row = json.loads((out / "results.jsonl").read_text())
+    assert row["best_reward"] > row["initial_reward"] and len(row["reward_history"]) == 5
+    assert len(list((out / "iterates" / "000").glob("*.png"))) == 5
+    assert Image.open(out / "000-best.png").text["method"] == "reno"
+
+
+def test_evaluate_writes_results_json(tmp_path, tiny_adapter):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red square\na photo\n")
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--generator", "tiny", "--method", "hypernoise", "--adapter", str(tiny_adapter),
+                 "--prompts", str(prompts), "--seeds", "0,1", "--reward", "redness", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["method"] == "hypernoise" and res["n_images"] == 4
+    assert res["cost"]["nfe_per_image"] == build_generator("tiny").default_steps + 1
+
+
+def test_finetune_trains_through_the_cli_and_evaluates(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red square\na photo\n")
+    run = tmp_path / "ft"
+    assert main(["train", "--generator", "tiny", "--method", "finetune", "--reward", "redness", "--prompts", str(prompts),
+                 "--steps", "3", "--batch-size", "2", "--optimizer", "adamw", "--lr", "0.01", "--no-progress",
+                 "--out", str(run)]) == 0
+    meta = json.loads((run / "adapter" / "hypernoise.json").read_text())
+    assert meta["hypernetwork"]["type"] == "finetune-lora" and meta["settings"]["method"] == "finetune"
+    base, ft = tmp_path / "base", tmp_path / "ft-eval"
+    common = ["evaluate", "--generator", "tiny", "--prompts", str(prompts), "--seeds", "0", "--reward", "redness"]
+    assert main(common + ["--out", str(base)]) == 0
+    assert main(common + ["--method", "finetune", "--adapter", str(run / "adapter"), "--out", str(ft)]) == 0
+    r_base = json.loads((base / "results.json").read_text())["rewards"]["redness"]
+    r_ft = json.loads((ft / "results.json").read_text())["rewards"]["redness"]
+    assert r_ft > r_base

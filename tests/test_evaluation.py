@@ -1,0 +1,100 @@
+"""evaluate(): every method on the same noise, results.json / per_prompt.jsonl / GenEval layout."""
+
+import json
+
+import pytest
+import torch
+
+from hypernoise.adapter import save_adapter
+from hypernoise.errors import ConfigError, UnknownNameError
+from hypernoise.evaluation import EvalConfig, evaluate
+from hypernoise.generators import build_generator
+from hypernoise.hypernet import LoRAHypernetwork, LoraSettings
+from hypernoise.io import read_prompt_records
+from hypernoise.methods.generate import generate_images
+from hypernoise.methods.reno import RenoConfig
+
+PROMPTS = ["a red square", "a blue circle", "a photo"]
+
+
+def _images(folder):
+    from PIL import Image
+    import numpy as np
+
+    return {p.relative_to(folder).as_posix(): np.asarray(Image.open(p)) for p in sorted(folder.glob("*/samples/*.png"))}
+
+
+def test_base_evaluation_writes_results_per_prompt_and_geneval_layout(tiny_generator, tmp_path):
+    cfg = EvalConfig(method="base", seeds=(0, 1), reward="redness", geneval_layout=True, batch_size=4)
+    res = evaluate(tiny_generator, PROMPTS, cfg, tmp_path, records=[{"prompt": p, "tag": "t"} for p in PROMPTS])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == res
+    assert saved["method"] == "base" and saved["generator"] == "tiny"
+    assert saved["n_prompts"] == 3 and saved["n_images"] == 6
+    assert set(saved["rewards"]) == {"redness"}
+    assert saved["cost"]["nfe_per_image"] == tiny_generator.default_steps
+    assert saved["cost"]["seconds_per_image"] > 0
+    rows = [json.loads(l) for l in (tmp_path / "per_prompt.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == PROMPTS and all(len(r["rewards"]["redness"]) == 2 for r in rows)
+    mean = sum(sum(r["rewards"]["redness"]) for r in rows) / 6
+    assert saved["rewards"]["redness"] == pytest.approx(mean)
+    assert json.loads((tmp_path / "00001" / "metadata.jsonl").read_text()) == {"prompt": "a blue circle", "tag": "t"}
+    assert sorted(_images(tmp_path)) == [f"{i:05d}/samples/{s:05d}.png" for i in range(3) for s in (0, 1)]
+
+
+def test_evaluate_and_generate_start_from_the_same_noise(tiny_generator, tmp_path):
+    evaluate(tiny_generator, PROMPTS[:2], EvalConfig(seeds=(3,), reward="redness", geneval_layout=True), tmp_path)
+    direct = generate_images(tiny_generator, PROMPTS[:2], [3])
+    from hypernoise.methods.generate import to_pil
+    import numpy as np
+
+    got = _images(tmp_path)
+    assert np.array_equal(got["00000/samples/00003.png"], np.asarray(to_pil(direct[0])))
+    assert np.array_equal(got["00001/samples/00003.png"], np.asarray(to_pil(direct[1])))
+
+
+def test_reno_and_best_of_n_beat_base_on_their_reward(tiny_generator, tmp_path):
+    common = dict(seeds=(0, 1), reward="redness")
+    base = evaluate(tiny_generator, PROMPTS, EvalConfig(method="base", **common))
+    reno = evaluate(tiny_generator, PROMPTS, EvalConfig(method="reno", reno=RenoConfig(iters=6, lr=1.0), **common))
+    bon = evaluate(tiny_generator, PROMPTS, EvalConfig(method="best-of-n", n=4, **common))
+    assert reno["rewards"]["redness"] > base["rewards"]["redness"]
+    assert bon["rewards"]["redness"] > base["rewards"]["redness"]
+    steps = tiny_generator.default_steps
+    assert reno["cost"]["nfe_per_image"] == (6 + 5) * steps
+    assert bon["cost"]["nfe_per_image"] == 4 * steps
+
+
+def test_hypernoise_evaluation_loads_the_adapter(tmp_path):
+    gen = build_generator("tiny")
+    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4))
+    for p in hyper.trainable_parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    save_adapter(tmp_path / "adapter", hyper, gen)
+    fresh = build_generator("tiny")
+    base = evaluate(fresh, PROMPTS, EvalConfig(method="base", seeds=(0,), reward="redness"))
+    # an adapter passed to another method is not loaded: g stays the base model
+    again = evaluate(fresh, PROMPTS, EvalConfig(method="base", adapter=str(tmp_path / "adapter"), seeds=(0,), reward="redness"))
+    assert again["rewards"] == base["rewards"]
+    hn = evaluate(fresh, PROMPTS, EvalConfig(method="hypernoise", adapter=str(tmp_path / "adapter"), seeds=(0,), reward="redness"))
+    assert hn["rewards"]["redness"] != base["rewards"]["redness"]
+    assert hn["cost"]["nfe_per_image"] == base["cost"]["nfe_per_image"] + 1
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"method": "magic"}, UnknownNameError),
+    ({"method": "hypernoise"}, ConfigError),
+    ({"seeds": ()}, ConfigError),
+    ({"batch_size": 0}, ConfigError),
+])
+def test_eval_config_rejects_bad_settings(kwargs, error):
+    with pytest.raises(error):
+        EvalConfig(**kwargs)
+
+
+def test_prompt_records_keep_geneval_metadata(tmp_path):
+    path = tmp_path / "meta.jsonl"
+    path.write_text('{"tag": "counting", "include": [{"class": "cat", "count": 2}], "prompt": "a photo of two cats"}\nplain line\n')
+    records = read_prompt_records(path)
+    assert records[0]["tag"] == "counting" and records[0]["prompt"] == "a photo of two cats"
+    assert records[1] == {"prompt": "plain line"}

@@ -103,3 +103,13 @@ def test_finetune_trains_through_the_cli_and_evaluates(tmp_path):
     r_base = json.loads((base / "results.json").read_text())["rewards"]["redness"]
     r_ft = json.loads((ft / "results.json").read_text())["rewards"]["redness"]
     assert r_ft > r_base
+
+
+def test_train_writes_a_sample_grid_of_base_and_hypernoise(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--generator", "tiny", "--reward", "redness", "--steps", "2", "--batch-size", "2",
+                 "--no-progress", "--out", str(out)]) == 0
+    grid = Image.open(out / "samples" / "compare.png")
+    single = Image.open(out / "samples" / "00-base.png")
+    assert grid.size[1] > 2 * single.size[1]
+    assert Image.open(out / "samples" / "00-hypernoise.png").text["method"] == "hypernoise"

@@ -63,5 +63,37 @@ def run(args) -> int:
     m = result.last_metrics
     print(f"trained {result.step} steps ({result.skipped_steps} skipped) in {result.seconds:.1f} s; "
           f"reward {m.get('reward', float('nan')):.4g}, kl {m.get('kl', float('nan')):.4g}")
+    if args.method == "hypernoise":
+        _report(task, args, out)
     print(f"adapter: {out}/adapter   metrics: {out}/metrics.jsonl")
     return 0
+
+
+def _report(task, args, out) -> None:
+    """Sample grid, and world GenEval on the test prompts before and after, where there is a judge."""
+    import json
+
+    from hypernoise.methods.hypernoise import before_after, write_samples
+
+    gen, hyper = task.generator, task.hypernet
+    test_prompts = gen.default_prompts("test") or gen.default_prompts("train") or []
+    grid = write_samples(gen, hyper, test_prompts, out, seed=args.seed) if test_prompts and test_prompts != [""] else None
+    if grid is not None:
+        print(f"samples: {grid} (top: base, bottom: HyperNoise, same noise)")
+    scores = before_after(gen, hyper, test_prompts) if test_prompts else None
+    if scores is None:
+        return
+    (out / "before_after.json").write_text(json.dumps(scores, indent=1) + "\n")
+    print(format_before_after(scores))
+
+
+def format_before_after(scores: dict) -> str:
+    base, hn = scores["base"]["geneval"], scores["hypernoise"]["geneval"]
+    rows = [f"{'test prompts':<14} {'base':>7} {'HyperNoise':>11}"]
+    rows += [f"{k:<14} {base[k]:>7.3f} {hn[k]:>11.3f}" for k in base if base[k] is not None]
+    fb, fh = scores["base"].get("fidelity"), scores["hypernoise"].get("fidelity")
+    if fb is not None and fh is not None:
+        rows.append(f"{'fidelity dist.':<14} {fb:>7.3f} {fh:>11.3f}   (lower is closer to real images)")
+    nb, nh = scores["base"]["cost"]["nfe_per_image"], scores["hypernoise"]["cost"]["nfe_per_image"]
+    rows.append(f"{'NFE / image':<14} {nb:>7g} {nh:>11g}")
+    return "\n".join(rows)

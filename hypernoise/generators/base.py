@@ -74,6 +74,11 @@ class Generator(nn.Module, ABC):
         """Built-in prompts of this generator's world ("train" / "test"), or None."""
         return None
 
+    def judge(self):
+        """An evaluator of prompt faithfulness independent of the training rewards (the built-in
+        world's GenEval-style judge, see ``evaluation.Judge``), or None."""
+        return None
+
     # ----------------------------------------------------------------- generation
     @abstractmethod
     def generate(self, noise: torch.Tensor, cond: Conditioning, num_steps: Optional[int] = None) -> torch.Tensor:

@@ -134,3 +134,37 @@ def default_config(generator: Generator, model: Optional[ModelConfig] = None, re
     return HyperNoiseConfig(model=model or ModelConfig(generator=generator.name, pretrained=generator.pretrained),
                             reward=reward, reward_weights=reward_weights or {}, objective=objective, lora=lora,
                             train=TrainConfig(**merged))
+
+
+def write_samples(generator: Generator, hypernet: NoiseHypernetwork, prompts: Sequence[str], out_dir,
+                  seed: int = 0, num_steps: Optional[int] = None, max_prompts: int = 8) -> Optional[Path]:
+    """``out_dir/samples/compare.png`` (base row over HyperNoise row, same noise) and one PNG per
+    image; only for image generators. Returns the grid's path."""
+    from hypernoise.methods.generate import compare_grid, generate_images, save_png
+
+    if generator.output_kind != "image":
+        return None
+    prompts = list(dict.fromkeys(prompts))[:max_prompts]
+    folder = Path(out_dir) / "samples"
+    base = generate_images(generator, prompts, [seed], num_steps, None)
+    modulated = generate_images(generator, prompts, [seed], num_steps, hypernet)
+    for i, (prompt, b, h) in enumerate(zip(prompts, base, modulated)):
+        save_png(b, folder / f"{i:02d}-base.png", prompt, seed, {"method": "base"})
+        save_png(h, folder / f"{i:02d}-hypernoise.png", prompt, seed, {"method": "hypernoise"})
+    grid = compare_grid(base, modulated, prompts)
+    grid.save(folder / "compare.png")
+    return folder / "compare.png"
+
+
+def before_after(generator: Generator, hypernet: NoiseHypernetwork, prompts: Sequence[str],
+                 seeds: Sequence[int] = (0, 1), reward: Optional[str] = None) -> Optional[dict]:
+    """Base and HyperNoise results on ``prompts`` (``evaluation.evaluate``), for generators whose
+    world has a judge; None otherwise. ``{"base": results, "hypernoise": results}``."""
+    from hypernoise.evaluation import EvalConfig, evaluate
+
+    if generator.judge() is None:
+        return None
+    common = dict(seeds=tuple(seeds), reward=reward, batch_size=32)
+    return {"base": evaluate(generator, prompts, EvalConfig(method="base", **common)),
+            "hypernoise": evaluate(generator, prompts, EvalConfig(method="hypernoise", adapter_given=True, **common),
+                                   adapter=hypernet)}

@@ -184,12 +184,13 @@ def score(images: list[torch.Tensor], prompts_per_image: list[str], scorer, batc
 
 
 def evaluate(generator: Generator, prompts: Sequence[str], cfg: EvalConfig, out_dir=None,
-             records: Optional[Sequence[dict]] = None, adapter=None) -> dict:
+             records: Optional[Sequence[dict]] = None, adapter=None, images_out: Optional[list] = None) -> dict:
     """Run ``cfg.method`` on every (prompt, seed), score it and write the result files.
 
     ``records``: the prompt file's JSON objects (GenEval metadata), one per prompt, written into
     the GenEval layout. ``adapter``: an already loaded hypernetwork (instead of ``cfg.adapter``).
-    Returns the results dict written to ``results.json``.
+    Returns the results dict written to ``results.json``; the images (CPU [3, H, W], prompt-major)
+    are appended to ``images_out`` when given.
     """
     from hypernoise.rewards import build_reward
 
@@ -199,6 +200,8 @@ def evaluate(generator: Generator, prompts: Sequence[str], cfg: EvalConfig, out_
         cfg.score_with, device=str(generator.device), per_reward=_used(cfg.reward_weights, cfg.score_with))
     ctx = EvalContext(generator, reward, cfg, adapter=adapter if adapter is not None else _load_method_adapter(generator, cfg))
     images, cost = run_method(ctx, prompts, cfg.seeds)
+    if images_out is not None:
+        images_out.extend(images)
     per_image_prompts = [p for p in prompts for _ in cfg.seeds]
     scores = score(images, per_image_prompts, scorer, cfg.batch_size, generator.device)
     results = {"method": cfg.method, "generator": generator.name, "n_prompts": len(prompts), "n_images": len(images),
@@ -209,6 +212,29 @@ def evaluate(generator: Generator, prompts: Sequence[str], cfg: EvalConfig, out_
     if out_dir is not None:
         write_outputs(Path(out_dir), results, prompts, cfg.seeds, images, scores, judged, records, cfg.geneval_layout)
     return results
+
+
+def image_features(images: Sequence[torch.Tensor], judge=None) -> torch.Tensor:
+    """Features [N, D] for distribution distances: the judge's where it has them, else the image
+    average-pooled to 8x8 (a cheap, model-free feature, 192-d for RGB)."""
+    import torch.nn.functional as F
+
+    batch = torch.stack(list(images)).float()
+    if judge is not None and hasattr(judge, "features"):
+        return judge.features(batch).float()
+    return F.adaptive_avg_pool2d(batch, 8).flatten(1)
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to features a [N, D] and b [M, D]."""
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    # tr sqrt(ca cb) from the eigenvalues of sqrt(ca) cb sqrt(ca) (symmetric PSD)
+    va, ua = torch.linalg.eigh(ca)
+    root = ua @ torch.diag(va.clamp_min(0).sqrt()) @ ua.T
+    cross = torch.linalg.eigvalsh(root @ cb @ root).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).pow(2).sum() + ca.trace() + cb.trace() - 2 * cross)
 
 
 def _used(options: dict, spec: str) -> dict:

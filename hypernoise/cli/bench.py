@@ -1,0 +1,42 @@
+"""``hypernoise bench``: base, HyperNoise, ReNO, best-of-N and direct fine-tuning side by side."""
+
+from __future__ import annotations
+
+
+def add_arguments(p) -> None:
+    from hypernoise.cli.common import add_model_args, add_output_args, add_reward_weights_arg
+
+    add_model_args(p)
+    p.add_argument("--reward", default=None, help="reward of every method (default: the generator's)")
+    add_reward_weights_arg(p)
+    p.add_argument("--seeds", default="0,1", help="seeds per held-out prompt")
+    p.add_argument("--steps", type=int, default=None, help="training steps of HyperNoise and fine-tuning (default: the generator's)")
+    p.add_argument("--hypernoise-adapter", default=None, help="reuse this HyperNoise adapter instead of training one")
+    p.add_argument("--finetune-adapter", default=None, help="reuse this fine-tuning adapter instead of training one")
+    p.add_argument("--curve-points", type=int, default=5, help="checkpoints traced along training for the reward/fidelity curve")
+    p.add_argument("--iters", type=int, default=50, help="ReNO iterations")
+    p.add_argument("--n", type=int, default=50, help="N of best-of-N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_args(p)
+
+
+def run(args) -> int:
+    from hypernoise.bench import BenchConfig, run_bench
+    from hypernoise.cli.common import configure_threads, model_config, reward_weights
+    from hypernoise.cli.evaluate import _seeds
+    from hypernoise.io import prepare_output
+    from hypernoise.methods.hypernoise import default_config
+
+    configure_threads(args)
+    model = model_config(args)
+    generator = model.build()
+    train = default_config(generator, model=model, reward=args.reward, reward_weights=reward_weights(args),
+                           steps=args.steps, progress=False if args.no_progress else None)
+    cfg = BenchConfig(model=model, seeds=_seeds(args.seeds), reward=args.reward, train=train,
+                      hypernoise_adapter=args.hypernoise_adapter, finetune_adapter=args.finetune_adapter,
+                      curve_points=args.curve_points, reno_iters=args.iters, n=args.n, progress=not args.no_progress)
+    out = prepare_output(args.out, overwrite=args.overwrite)
+    bench = run_bench(cfg, out, generator=generator)
+    print((out / "bench.md").read_text())
+    print(f"wrote {out}/bench.json, {out}/bench.md, {out}/curve.png, {out}/tradeoff.png")
+    return 0

@@ -1,0 +1,29 @@
+"""The side-by-side benchmark on the tiny generator: every method, the ratios, the files."""
+
+import json
+
+from hypernoise.bench import BenchConfig, run_bench
+from hypernoise.generators import build_generator
+from hypernoise.methods.hypernoise import ModelConfig, default_config
+
+
+def test_bench_runs_every_method_and_writes_its_files(tmp_path):
+    model = ModelConfig(generator="tiny")
+    train = default_config(build_generator("tiny"), model=model, reward="redness", steps=4, batch_size=2,
+                           optimizer="adamw", lr=0.01, progress=False)
+    cfg = BenchConfig(model=model, seeds=(0,), reward="redness", train=train, curve_points=2, reno_iters=3, n=3,
+                      batch_size=8, progress=False)
+    bench = run_bench(cfg, tmp_path)
+    assert list(bench["methods"]) == ["base", "hypernoise", "reno", "best-of-n", "finetune"]
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["recovery"] == bench["recovery"]
+    q = bench["quality"]
+    assert bench["recovery"] == (q["hypernoise"] - q["base"]) / (q["reno"] - q["base"])
+    t = {m: r["cost"]["seconds_per_image"] for m, r in bench["methods"].items()}
+    assert bench["reno_over_hypernoise_time"] == t["reno"] / t["hypernoise"]
+    assert [p["step"] for p in bench["curves"]["hypernoise"]] == [2, 4]
+    assert [p["step"] for p in bench["curves"]["finetune"]] == [2, 4]
+    assert bench["methods"]["reno"]["cost"]["nfe_per_image"] == (3 + 2) * build_generator("tiny").default_steps
+    for name in ("bench.md", "tradeoff.png", "curve.png", "base/results.json", "reno/per_prompt.jsonl"):
+        assert (tmp_path / name).is_file(), name
+    assert "| hypernoise |" in (tmp_path / "bench.md").read_text()

@@ -103,8 +103,9 @@ def test_prompt_records_keep_geneval_metadata(tmp_path):
 def test_frechet_distance_is_zero_to_itself_and_the_squared_shift_of_means():
     from hypernoise.evaluation import frechet_distance
 
-    a = torch.randn(2000, 3, generator=torch.Generator().manual_seed(0))
+    a = torch.randn(2000, 3, generator=torch.Generator().manual_seed(0)).double()
+    a = a - a.mean(0)  # centred, so that 2a keeps the mean
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
-    assert frechet_distance(a + torch.tensor([1.0, 2.0, 0.0]), a) == pytest.approx(5.0, rel=1e-6)
+    assert frechet_distance(a + torch.tensor([1.0, 2.0, 0.0], dtype=a.dtype), a) == pytest.approx(5.0, rel=1e-6)
     scaled = frechet_distance(2 * a, a)  # same mean, covariance 4x: tr(4C + C - 2 * 2C) = tr C
     assert scaled == pytest.approx(float(torch.cov(a.T).trace()), rel=1e-6)

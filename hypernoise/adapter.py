@@ -53,15 +53,19 @@ def _build_lora(generator: Generator, config: dict) -> NoiseHypernetwork:
 
 
 def save_adapter(folder, hypernet: NoiseHypernetwork, generator: Generator, settings: Optional[dict] = None) -> Path:
-    """Write the adapter folder atomically (a temporary folder renamed into place)."""
+    """Write the adapter folder atomically (a temporary folder renamed into place).
+
+    ``hypernet``: anything with ``trainable_state_dict()`` and ``config()``; a module with a
+    ``peft_config`` (LoRA hypernetwork, fine-tuning LoRA) also gets peft's adapter_config.json.
+    """
     folder = Path(folder)
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     weights = {k: v.detach().float().contiguous().cpu() for k, v in hypernet.trainable_state_dict().items()}
     save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-    if isinstance(hypernet, LoRAHypernetwork):
-        hypernet.save_peft_config(tmp)
+    if getattr(hypernet, "peft_config", None) is not None:
+        hypernet.peft_config.save_pretrained(str(tmp))
     meta = {**generator.describe(), "hypernetwork": hypernet.config(), "settings": settings or {},
             "library": "hypernoise", "library_version": __version__}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str))

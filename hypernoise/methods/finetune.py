@@ -99,34 +99,6 @@ class FineTuneTask(TrainTask):
 
 
 # --------------------------------------------------------------------------- train, save, load
-def save_finetune_adapter(folder, lora: GeneratorLoRA, generator: Generator, settings: Optional[dict] = None):
-    """A peft folder (adapter_config.json, adapter_model.safetensors) + hypernoise.json whose
-    hypernetwork type is ``finetune-lora``: LoRA weights of g itself, not a noise hypernetwork."""
-    import json
-    import os
-    import shutil
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    from hypernoise import __version__
-
-    folder = Path(folder)
-    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.float().contiguous().cpu() for k, v in lora.trainable_state_dict().items()},
-              str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-    lora.peft_config.save_pretrained(str(tmp))
-    meta = {**generator.describe(), "hypernetwork": lora.config(), "settings": settings or {},
-            "library": "hypernoise", "library_version": __version__}
-    (tmp / "hypernoise.json").write_text(json.dumps(meta, indent=1, default=str))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return folder
-
-
 def load_finetune_adapter(generator: Generator, folder) -> GeneratorLoRA:
     """Inject a saved fine-tuning LoRA into ``generator`` (always on from then on)."""
     from pathlib import Path
@@ -159,6 +131,7 @@ def train_finetune(cfg, prompts: Sequence[str], out_dir, resume: Optional[str] =
     from dataclasses import asdict
     from pathlib import Path
 
+    from hypernoise.adapter import save_adapter
     from hypernoise.rewards import build_reward
     from hypernoise.training import Trainer
 
@@ -173,6 +146,6 @@ def train_finetune(cfg, prompts: Sequence[str], out_dir, resume: Optional[str] =
     if trainer.is_main and not result.interrupted:
         settings = {"method": "finetune", "reward": reward.spec(), "train": cfg.train.to_dict(),
                     "num_steps": cfg.train.num_steps or generator.default_steps, "lora": asdict(lora.settings)}
-        save_finetune_adapter(Path(out_dir) / "adapter", lora, generator, settings)
+        save_adapter(Path(out_dir) / "adapter", lora, generator, settings)
     trainer.acc.wait_for_everyone()
     return task, result

@@ -113,3 +113,18 @@ def test_train_writes_a_sample_grid_of_base_and_hypernoise(tmp_path):
     single = Image.open(out / "samples" / "00-base.png")
     assert grid.size[1] > 2 * single.size[1]
     assert Image.open(out / "samples" / "00-hypernoise.png").text["method"] == "hypernoise"
+
+
+def test_main_job_reports_world_geneval_before_and_after(tmp_path, capsys):
+    from hypernoise.evaluation import EvalConfig, evaluate
+
+    out = tmp_path / "main"
+    assert main(["train", "--steps", "2", "--no-progress", "--out", str(out)]) == 0  # the built-in world
+    printed = capsys.readouterr().out
+    assert "overall" in printed and "fidelity dist." in printed
+    scores = json.loads((out / "before_after.json").read_text())
+    gen = build_generator("shapes")
+    fresh = evaluate(gen, gen.default_prompts("test"), EvalConfig(method="base", seeds=(0, 1), batch_size=32))
+    assert scores["base"]["geneval"] == fresh["geneval"]  # the base really is g, adapters off
+    assert 0.3 <= scores["base"]["geneval"]["overall"] <= 0.7
+    assert scores["hypernoise"]["cost"]["nfe_per_image"] == scores["base"]["cost"]["nfe_per_image"] + 1

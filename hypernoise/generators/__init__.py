@@ -18,6 +18,7 @@ from hypernoise.generators import sd_turbo as _sd_turbo  # noqa: F401,E402  (reg
 from hypernoise.generators import sana_sprint as _sana_sprint  # noqa: F401,E402  (registers "sana-sprint")
 from hypernoise.generators import flux as _flux  # noqa: F401,E402  (registers "flux-schnell")
 from hypernoise.generators.diffusers_common import detect_generator  # noqa: E402  (registers "auto")
+from hypernoise.world import generator as _shapes  # noqa: F401  (registers "shapes")
 
 __all__ = ["Conditioning", "Generator", "GENERATORS", "build_generator", "detect_generator"]
 

@@ -165,6 +165,8 @@ def before_after(generator: Generator, hypernet: NoiseHypernetwork, prompts: Seq
     if generator.judge() is None:
         return None
     common = dict(seeds=tuple(seeds), reward=reward, batch_size=32)
-    return {"base": evaluate(generator, prompts, EvalConfig(method="base", **common)),
+    with hypernet.adapters_disabled():  # g carries the hypernetwork's LoRA; the base runs without it
+        base = evaluate(generator, prompts, EvalConfig(method="base", **common))
+    return {"base": base,
             "hypernoise": evaluate(generator, prompts, EvalConfig(method="hypernoise", adapter_given=True, **common),
                                    adapter=hypernet)}

@@ -13,6 +13,7 @@ from hypernoise.rewards import clip as _clip  # noqa: F401  (registers "clip", "
 from hypernoise.rewards import hps as _hps  # noqa: F401  (registers "hps")
 from hypernoise.rewards import imagereward as _imagereward  # noqa: F401  (registers "imagereward")
 from hypernoise.rewards import aesthetic as _aesthetic  # noqa: F401  (registers "aesthetic")
+from hypernoise.world import reward as _shapes  # noqa: F401  (registers "shapes")
 
 __all__ = ["Reward", "WeightedReward", "REWARDS", "PRESETS", "REWARD_SOURCES", "build_reward", "parse_spec",
            "reward_source"]

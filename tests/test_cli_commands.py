@@ -128,3 +128,9 @@ def test_main_job_reports_world_geneval_before_and_after(tmp_path, capsys):
     assert scores["base"]["geneval"] == fresh["geneval"]  # the base really is g, adapters off
     assert 0.3 <= scores["base"]["geneval"]["overall"] <= 0.7
     assert scores["hypernoise"]["cost"]["nfe_per_image"] == scores["base"]["cost"]["nfe_per_image"] + 1
+
+
+def test_world_command_needs_a_target_and_an_out(capsys):
+    assert main(["world", "train-reward"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["world", "nope", "--out", "x"]) == 2

@@ -21,6 +21,7 @@ COMMANDS = {
     "optimize": ("optimize", "ReNO: optimise the initial noise of each prompt against a reward"),
     "evaluate": ("evaluate", "evaluate a method on a prompt set: rewards, GenEval-style scores, fidelity, cost"),
     "bench": ("bench", "base, HyperNoise, ReNO, best-of-N and direct fine-tuning side by side: quality, fidelity, cost"),
+    "world": ("world", "retrain the built-in shapes world's generator, evaluator or reward from scratch"),
     "toy2d": ("toy2d", "the analytic 2-D world: train and check against the exact tilted distribution"),
     "rewards": ("rewards", "list the rewards and where each loads its weights from"),
     "convert-reward": ("convert_reward", "convert an original reward checkpoint once into a fast safetensors folder"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -163,6 +164,28 @@ class DiffusersGenerator(Generator):
     backbone_attr: str = "transformer"
     #: the paper's reward ensemble (HPSv2.1, ImageReward, CLIP, PickScore)
     default_reward = "reno"
+
+    def text_limits(self) -> list[tuple[str, int]]:
+        """(pipeline tokenizer attribute, tokens it keeps) for each text encoder of the family."""
+        tok = getattr(self.pipeline, "tokenizer", None)
+        return [("tokenizer", int(tok.model_max_length))] if tok is not None else []
+
+    def encode_uncached(self, prompts: list[str]):
+        self.warn_if_truncated(prompts)
+        return self.encode_prompts(prompts)
+
+    def warn_if_truncated(self, prompts: list[str]) -> None:
+        """One warning line per prompt longer than a text encoder takes (it is truncated, as the
+        pipelines do; not an error)."""
+        for attr, limit in self.text_limits():
+            tokenizer = getattr(self.pipeline, attr, None)
+            if tokenizer is None:
+                continue
+            for prompt in prompts:
+                n = len(tokenizer(prompt)["input_ids"])
+                if n > limit:
+                    warnings.warn(f"prompt {prompt[:40]!r}... has {n} tokens; the text encoder ({attr}) takes "
+                                  f"{limit}, the rest is ignored", UserWarning, stacklevel=3)
 
     def __init__(self, pipe, pretrained: str, height: Optional[int], width: Optional[int]):
         super().__init__()

@@ -64,7 +64,10 @@ class FluxGenerator(DiffusersGenerator):
         return torch.zeros(text_length, 3, device=device, dtype=dtype), img_ids
 
     # ----------------------------------------------------------------- the protocol
-    def encode_uncached(self, prompts: list[str]) -> Conditioning:
+    def text_limits(self) -> list[tuple[str, int]]:
+        return [("tokenizer", int(self.pipeline.tokenizer.model_max_length)), ("tokenizer_2", self.max_sequence_length)]
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
         embeds, pooled, _ = self.pipeline.encode_prompt(prompts, prompt_2=None, device=self.device,
                                                         max_sequence_length=self.max_sequence_length)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}

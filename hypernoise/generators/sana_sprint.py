@@ -57,7 +57,10 @@ class SanaSprintGenerator(DiffusersGenerator):
     def size_multiple(self) -> int:
         return 32  # SanaSprintPipeline.check_inputs
 
-    def encode_uncached(self, prompts: list[str]) -> Conditioning:
+    def text_limits(self) -> list[tuple[str, int]]:
+        return [("tokenizer", self.max_sequence_length)]
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
         embeds, mask = self.pipeline.encode_prompt(prompts, device=self.device, complex_human_instruction=None,
                                                    max_sequence_length=self.max_sequence_length)
         return {"prompt_embeds": embeds, "prompt_attention_mask": mask}

@@ -38,7 +38,7 @@ class SDTurboGenerator(DiffusersGenerator):
         f = int(pipe.vae_scale_factor)
         self.latent_shape = (int(self.net.config.in_channels), self.height // f, self.width // f)
 
-    def encode_uncached(self, prompts: list[str]) -> Conditioning:
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
         embeds, _ = self.pipeline.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,
                                                 do_classifier_free_guidance=False)
         return {"prompt_embeds": embeds}

@@ -1,7 +1,9 @@
 """World GenEval: an object detector for the shapes world, GenEval's rules, and a fidelity distance.
 
 Detection (``WorldEvaluator.detect``), per image:
-1. a segmentation network labels each pixel background or one of 18 shape-colour classes;
+1. a segmentation network (the shipped one: the mean of two, trained from seeds 0 and 1, so that
+   calls on in-between generated shapes do not hinge on one seed) labels each pixel background or
+   one of 18 shape-colour classes;
 2. the foreground splits into 4-connected components; a component is an object only if
    - it covers at least ``min_area`` pixels,
    - its mean colour differs from the ring of background around it by at least ``min_contrast``
@@ -30,6 +32,20 @@ from hypernoise.world.generator import ASSETS, load_weights
 from hypernoise.world.grammar import CATEGORIES, COLORS, SHAPES, parse_prompt
 from hypernoise.world.models import SegmentationNet
 from hypernoise.world.rules import satisfies
+
+
+class NetEnsemble(torch.nn.Module):
+    """Segmentation networks averaged in probability: (log mean probs [B, 19, H, W], features of
+    the first member [B, F]) -- the same outputs as one ``SegmentationNet``."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor):
+        outs = [m(images) for m in self.members]
+        probs = torch.stack([o[0].softmax(1) for o in outs]).mean(0)
+        return probs.clamp(min=1e-12).log(), outs[0][1]
 
 
 @dataclass(frozen=True)
@@ -78,9 +94,9 @@ class WorldEvaluator(torch.nn.Module):
         from pathlib import Path
 
         path = Path(path) if path is not None else ASSETS / "evaluator.safetensors"
-        meta = path.with_suffix(".json")
-        arch = json.loads(meta.read_text()).get("net", {}) if meta.is_file() else {}
-        net = SegmentationNet(**arch)
+        meta = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
+        arch, members = meta.get("net", {}), int(meta.get("members", 1))
+        net = SegmentationNet(**arch) if members == 1 else NetEnsemble([SegmentationNet(**arch) for _ in range(members)])
         load_weights(net, path)
         return cls(net, **thresholds)
 

@@ -2,8 +2,8 @@
 
     train_generator(out_dir, GeneratorRecipe())  rectified-flow base, then one reflow pass into a
                                                  few-step student (the shipped "shapes" generator)
-    train_evaluator(out_dir, EvaluatorRecipe())  the segmentation network of world GenEval
-    train_reward(out_dir, RewardRecipe())        the image-text matching reward "shapes"
+    train_evaluator(out_dir, EvaluatorRecipe())  a segmentation network of world GenEval (ship two seeds)
+    train_reward(out_dir, RewardRecipe())        the segmentation + centre network of the "shapes" reward
 
 Each writes ``<name>.safetensors`` + ``<name>.json`` (architecture + recipe) into ``out_dir``.
 """
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from hypernoise.world import models
-from hypernoise.world.grammar import COLORS, SHAPES, parse_prompt
+from hypernoise.world.grammar import COLORS, SHAPES
 from hypernoise.world.render import NUM_CLASSES, make_dataset
 from hypernoise.world.sampling import euler
 

@@ -1,7 +1,7 @@
 """``hypernoise world``: retrain the built-in world's networks from scratch (reproducible, CPU).
 
     hypernoise world train-generator --out DIR    flow base + reflow student (about an hour)
-    hypernoise world train-evaluator --out DIR    world GenEval's segmentation network
+    hypernoise world train-evaluator --out DIR    world GenEval's segmentation networks (seeds 0 and 1)
     hypernoise world train-reward    --out DIR    the "shapes" reward
 
 Use the result with ``--pretrained DIR`` (generator) or ``--reward-weights shapes=DIR``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 #: sub-command -> (training function, recipe class) in hypernoise.world.train
 TARGETS = {
     "train-generator": ("train_generator", "GeneratorRecipe", "the generator: rectified-flow base, then one reflow pass"),
-    "train-evaluator": ("train_evaluator", "EvaluatorRecipe", "the segmentation network of world GenEval"),
+    "train-evaluator": ("train_evaluator", "EvaluatorRecipe", "world GenEval's segmentation networks (two, from seeds SEED and SEED+1)"),
     "train-reward": ("train_reward", "RewardRecipe", "the image-text reward 'shapes'"),
 }
 

@@ -83,7 +83,7 @@ def _ring(component: torch.Tensor, foreground: torch.Tensor, width: int = 2) -> 
 class WorldEvaluator(torch.nn.Module):
     """The detector + GenEval rules (see the module docstring). Images [B, 3, 32, 32] in [0, 1]."""
 
-    def __init__(self, net: SegmentationNet, min_area: int = 12, min_contrast: float = 0.2,
+    def __init__(self, net: SegmentationNet, min_area: int = 12, min_contrast: float = 0.32,
                  min_confidence: float = 0.7):
         super().__init__()
         self.net = net.eval().requires_grad_(False)

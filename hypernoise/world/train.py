@@ -2,7 +2,7 @@
 
     train_generator(out_dir, GeneratorRecipe())  rectified-flow base, then one reflow pass into a
                                                  few-step student (the shipped "shapes" generator)
-    train_evaluator(out_dir, EvaluatorRecipe())  a segmentation network of world GenEval (ship two seeds)
+    train_evaluator(out_dir, EvaluatorRecipe())  world GenEval's segmentation networks (two seeds, averaged)
     train_reward(out_dir, RewardRecipe())        the segmentation + centre network of the "shapes" reward
 
 Each writes ``<name>.safetensors`` + ``<name>.json`` (architecture + recipe) into ``out_dir``.
@@ -14,13 +14,14 @@ import copy
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from hypernoise.errors import ConfigError
 from hypernoise.world import models
 from hypernoise.world.grammar import COLORS, SHAPES
 from hypernoise.world.render import NUM_CLASSES, make_dataset
@@ -276,6 +277,8 @@ class EvaluatorRecipe:
     batch: int = 64
     lr: float = 2e-3
     steps: int = 1000
+    #: networks averaged in probability, trained from seeds seed, seed + 1, ... (the shipped: 2)
+    members: int = 2
 
 
 def soft_targets(labels: torch.Tensor, scenes) -> torch.Tensor:
@@ -295,9 +298,27 @@ def soft_targets(labels: torch.Tensor, scenes) -> torch.Tensor:
 
 def train_evaluator(out_dir, recipe: Optional[EvaluatorRecipe] = None, log: Log = print,
                     name: str = "evaluator") -> Path:
-    """Train the segmentation network of world GenEval (per-pixel cross-entropy on degraded
-    procedural images); writes ``<name>.safetensors`` + json."""
+    """Train the segmentation network(s) of world GenEval (per-pixel cross-entropy on degraded
+    procedural images), one per member from seeds ``seed, seed + 1, ...``; writes
+    ``<name>.safetensors`` (keys ``members.<i>.*`` when there are several) + json."""
     recipe, out_dir = recipe or EvaluatorRecipe(), Path(out_dir)
+    if recipe.members < 1:
+        raise ConfigError(f"an evaluator needs at least 1 member network, got {recipe.members}")
+    seeds = [recipe.seed + i for i in range(recipe.members)]
+    nets = [_train_segmenter(replace(recipe, seed=s, members=1), log) for s in seeds]
+    if len(nets) == 1:
+        meta = {"kind": "shapes-evaluator", "net": {}, "recipe": asdict(recipe)}
+        _save(nets[0], out_dir, name, meta)
+    else:
+        from hypernoise.world.evaluator import NetEnsemble
+
+        meta = {"kind": "shapes-evaluator", "net": {}, "members": len(nets),
+                "recipes": [asdict(replace(recipe, seed=s, members=1)) for s in seeds]}
+        _save(NetEnsemble(nets), out_dir, name, meta)
+    return out_dir / f"{name}.safetensors"
+
+
+def _train_segmenter(recipe: EvaluatorRecipe, log: Log) -> models.SegmentationNet:
     torch.set_num_threads(1)
     _setup(recipe.seed + 100)
     data = make_dataset(recipe.data_size, seed=recipe.seed * 1000 + 101, ghost_prob=recipe.ghost_prob,
@@ -314,9 +335,7 @@ def train_evaluator(out_dir, recipe: Optional[EvaluatorRecipe] = None, log: Log 
         loss.backward()
         opt.step()
         _every(log, step, recipe.steps, start, loss=loss.item())
-    meta = {"kind": "shapes-evaluator", "net": {}, "recipe": asdict(recipe)}
-    _save(net, out_dir, name, meta)
-    return out_dir / f"{name}.safetensors"
+    return net
 
 
 # ---------------------------------------------------------------- reward

@@ -40,3 +40,19 @@ def test_trained_files_load_through_the_user_path(tmp_path):
     prompts = ["a photo of a red circle"]
     images = gen.generate(gen.sample_noise(1), gen.encode(prompts))
     assert images.shape == (1, 3, 32, 32) and reward(images, prompts).shape == (1,)
+
+
+def test_evaluator_members_are_the_single_seed_networks_averaged(tmp_path):
+    from hypernoise.world.evaluator import NetEnsemble, WorldEvaluator
+
+    quiet = lambda line: None  # noqa: E731
+    pair = train.train_evaluator(tmp_path / "pair", TINY["evaluator"], log=quiet)
+    one = train.train_evaluator(tmp_path / "one", dataclasses.replace(TINY["evaluator"], seed=1, members=1), log=quiet)
+    ens = WorldEvaluator.from_pretrained(pair)
+    assert isinstance(ens.net, NetEnsemble) and len(ens.net.members) == 2
+    second = load_file(str(one))
+    assert all(torch.equal(v, second[k]) for k, v in ens.net.members[1].state_dict().items())
+    images = torch.rand(2, 3, 32, 32)
+    single = WorldEvaluator.from_pretrained(one).net(images)[0].softmax(1)
+    first = ens.net.members[0](images)[0].softmax(1)
+    assert torch.allclose(ens.net(images)[0].exp(), (first + single) / 2, atol=1e-6)

@@ -126,3 +126,64 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     assert 50 <= stopped_at < 300
     steps = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
     assert steps[-1] == stopped_at  # the interrupted step was saved, not only the periodic ones
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory):
+    """A finished toy2d run (adapter + checkpoint) and damaged copies of its files."""
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("artefacts")
+    assert main(["train", "--generator", "shapes", "--steps", "2", "--batch-size", "2", "--checkpoint-every", "1",
+                 "--no-progress", "--out", str(tmp / "run")]) == 0
+    assert main(["train", "--generator", "toy2d", "--steps", "2", "--no-progress", "--out", str(tmp / "toy")]) == 0
+    adapter, ckpt = tmp / "run" / "adapter", sorted((tmp / "run" / "checkpoints").iterdir())[-1]
+    for name in ("truncated", "garbage"):
+        shutil.copytree(adapter, tmp / f"adapter-{name}")
+        shutil.copytree(tmp / "run", tmp / f"run-{name}")
+    weights = tmp / "adapter-truncated" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    (tmp / "adapter-garbage" / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    for name in ("truncated", "garbage"):
+        for f in (tmp / f"run-{name}" / "checkpoints" / ckpt.name).rglob("*"):
+            if f.is_file() and f.suffix in (".safetensors", ".bin", ".pt", ".pkl"):
+                f.write_bytes(f.read_bytes()[:40] if name == "truncated" else b"garbage")
+    (tmp / "empty-adapter").mkdir()
+    (tmp / "dragon.txt").write_text("a photo of a circle\na photo of a dragon\n")
+    return tmp
+
+
+def _file_cases(tmp):
+    out, gen = str(tmp / "gen-out"), ["generate", "--prompt", "a photo of a circle"]
+    resume = ["train", "--generator", "shapes", "--steps", "3", "--batch-size", "2", "--resume", "latest"]
+    return [
+        (gen + ["--adapter", str(tmp / "nope"), "--out", out], "does not exist"),
+        (gen + ["--adapter", str(tmp / "empty-adapter"), "--out", out], "adapter"),
+        (gen + ["--adapter", str(tmp / "adapter-truncated"), "--out", out], "adapter"),
+        (gen + ["--adapter", str(tmp / "adapter-garbage"), "--out", out], "adapter"),
+        (gen + ["--adapter", str(tmp / "toy" / "adapter"), "--out", out], "toy2d"),
+        (resume + ["--out", str(tmp / "run-truncated")], "checkpoint"),
+        (resume + ["--out", str(tmp / "run-garbage")], "checkpoint"),
+        (["generate", "--generator", "sd-turbo", "--pretrained", str(tmp / "no-weights"), "--prompt", "a cat",
+          "--out", out], "no-weights"),
+        (["generate", "--generator", "shapes", "--prompt", "", "--out", out], "empty"),
+        (["generate", "--generator", "shapes", "--prompt", "a photo of a dragon", "--out", out], "dragon"),
+        (["evaluate", "--method", "base", "--prompts", str(tmp / "dragon.txt"), "--out", out], "dragon"),
+        (["optimize", "--prompt", "a photo of a dragon", "--out", out], "dragon"),
+        (["train", "--prompts", str(tmp / "dragon.txt"), "--steps", "1", "--out", out], "dragon"),
+    ]
+
+
+def test_damaged_or_mismatched_files_give_one_line_and_exit_2(artefacts, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tmp = artefacts
+    before = {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+    for argv, message in _file_cases(tmp):
+        code = main(argv + (["--no-progress"] if argv[0] == "train" else []))
+        err = capsys.readouterr().err
+        lines = [l for l in err.splitlines() if l.strip()]
+        assert code == 2, (argv, err)
+        assert len(lines) == 1 and message in lines[0], (argv, err)
+        assert "Traceback" not in err
+    assert {p: p.read_bytes() for p in before} == before  # nothing the user had was touched
+    assert not (tmp / "gen-out").exists()

@@ -55,6 +55,7 @@ def run(args) -> int:
     prompts = [r["prompt"] for r in records] if records else generator.default_prompts("test")
     if not prompts:
         raise ConfigError(f"generator {generator.name!r} has no built-in test prompts; pass --prompts FILE")
+    generator.check_prompts(prompts)
     out = prepare_output(args.out, overwrite=args.overwrite)
     results = evaluate(generator, prompts, cfg, out, records=records)
     print(json.dumps({k: results[k] for k in ("method", "rewards", "cost") if k in results}, indent=1))

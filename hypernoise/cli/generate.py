@@ -48,6 +48,7 @@ def run(args) -> int:
         raise ConfigError("--compare needs --adapter DIR (it compares base and HyperNoise images)")
     generator = model_config(args).build()
     hypernet = load_adapter(generator, args.adapter) if args.adapter else None
+    generator.check_prompts(prompts)
     out = prepare_output(args.out, overwrite=args.overwrite)
     seeds = list(range(args.seed, args.seed + args.num_images))
     meta = {"generator": generator.name, "num_steps": args.num_steps or generator.default_steps,

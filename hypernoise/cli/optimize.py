@@ -43,6 +43,7 @@ def run(args) -> int:
     if not prompts:
         raise ConfigError("no prompt given; pass --prompt TEXT (repeatable) or --prompts FILE")
     generator = model_config(args).build()
+    generator.check_prompts(prompts)
     reward = build_reward(args.reward or generator.default_reward, device=str(generator.device),
                           per_reward=reward_weights(args))
     out = prepare_output(args.out, overwrite=args.overwrite)

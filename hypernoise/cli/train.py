@@ -50,6 +50,7 @@ def run(args) -> int:
     prompts = prompts or generator.default_prompts("train")
     if not prompts:
         raise ConfigError(f"generator {generator.name!r} has no built-in prompts; pass --prompts FILE")
+    generator.check_prompts(prompts)
     out = prepare_output(args.out or f"runs/{generator.name}-{args.method}", overwrite=args.overwrite, resume=bool(args.resume))
     if args.method == "finetune":
         task, result = train_finetune(cfg, prompts, out, resume=args.resume, generator=generator)

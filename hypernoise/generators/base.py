@@ -66,6 +66,10 @@ class Generator(nn.Module, ABC):
             return {}
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        """Raise ``ConfigError`` for a prompt this model cannot take (cheap, nothing is encoded);
+        commands call it before they create output. Open-vocabulary models take any text."""
+
     def encode_uncached(self, prompts: list[str]) -> Conditioning:
         """Encode prompts without the cache; generators with a text encoder override this."""
         return {}

@@ -87,6 +87,12 @@ class ShapesGenerator(Generator):
     def judge(self) -> "WorldJudge":
         return WorldJudge()
 
+    def check_prompts(self, prompts) -> None:
+        from hypernoise.world.grammar import parse_prompt
+
+        for p in dict.fromkeys(prompts):
+            parse_prompt(p)  # ConfigError naming the prompt and the grammar
+
     def encode_uncached(self, prompts: list[str]) -> Conditioning:
         out = self.text(models.tokenize(prompts).to(self.device))  # validates: ConfigError on bad prompts
         return {"tokens": out["tokens"], "mask": out["mask"], "pooled": out["pooled"]}

@@ -5,7 +5,8 @@
 writes ``results.json`` (INTERFACE.md), ``per_prompt.jsonl`` and, with ``geneval_layout``,
 GenEval's folder layout (``<index:05d>/metadata.jsonl``, ``<index:05d>/samples/<seed:05d>.png``).
 
-Every method sees the same initial noise for a (prompt, seed) pair (``methods.generate.seeded_noise``),
+Every method sees the same initial noise for a (prompt, seed) pair (``methods.generate.seeded_noise``;
+a prompt listed more than once gets fresh seeds for each repeat, ``prompt_seeds``),
 so base, HyperNoise, ReNO and best-of-N images of one seed start from one x0. Methods are looked
 up in ``METHODS``; each runner has the shared signature (generator, reward, noise, prompts) ->
 ``MethodOutput``. A generator whose world has an independent judge (``generator.judge()``, e.g.
@@ -146,11 +147,26 @@ def _load_method_adapter(generator: Generator, cfg: EvalConfig):
     return load_adapter(generator, cfg.adapter)
 
 
+def prompt_seeds(prompts: Sequence[str], seeds: Sequence[int]) -> list[list[int]]:
+    """The noise seeds of each entry of ``prompts``: ``seeds`` for a prompt's first entry; a prompt
+    listed again (balanced benchmarks cycle a category's few prompts) gets fresh ones, shifted by
+    the span of ``seeds`` per repeat, so that a repeat is a new sample and not a copy."""
+    span = max(seeds) - min(seeds) + 1
+    seen: dict[str, int] = {}
+    out = []
+    for p in prompts:
+        repeat = seen.get(p, 0)
+        seen[p] = repeat + 1
+        out.append([int(s) + repeat * span for s in seeds])
+    return out
+
+
 def run_method(ctx: EvalContext, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[torch.Tensor], Cost]:
-    """Images (CPU, prompt-major: every seed of prompt 0 first) and the mean per-image cost."""
+    """Images (CPU, prompt-major: every seed of prompt 0 first; seeds per ``prompt_seeds``) and
+    the mean per-image cost."""
     from hypernoise.methods.generate import seeded_noise
 
-    pairs = [(p, int(s)) for p in prompts for s in seeds]
+    pairs = [(p, s) for p, entry in zip(prompts, prompt_seeds(prompts, seeds)) for s in entry]
     runner, images, costs = METHODS.get(ctx.config.method), [], []
     for start in range(0, len(pairs), ctx.config.batch_size):
         chunk = pairs[start : start + ctx.config.batch_size]
@@ -263,10 +279,10 @@ def write_outputs(out: Path, results: dict, prompts, seeds, images, scores, judg
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    k = len(seeds)
+    k, entry_seeds = len(seeds), prompt_seeds(prompts, seeds)
     with open(out / "per_prompt.jsonl", "w") as f:
         for i, prompt in enumerate(prompts):
-            row = {"index": i, "prompt": prompt, "seeds": list(seeds),
+            row = {"index": i, "prompt": prompt, "seeds": entry_seeds[i],
                    "rewards": {name: v[i * k : (i + 1) * k] for name, v in scores.items()}}
             if judged is not None:
                 mine = judged[i * k : (i + 1) * k]
@@ -279,6 +295,6 @@ def write_outputs(out: Path, results: dict, prompts, seeds, images, scores, judg
             record = (records[i] if records else None) or {"prompt": prompt}
             (folder / "samples").mkdir(parents=True, exist_ok=True)
             (folder / "metadata.jsonl").write_text(json.dumps(record) + "\n")
-            for j, seed in enumerate(seeds):
+            for j, seed in enumerate(entry_seeds[i]):
                 save_png(images[i * k + j], folder / "samples" / f"{int(seed):05d}.png", prompt, seed,
                          {"method": results["method"]})

@@ -114,11 +114,12 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path):
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_writes_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     out = tmp_path / "run"
     proc = subprocess.Popen(_toy_args(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(out / "checkpoints" / "checkpoint-000050", proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "continue with --resume latest" in stdout, stderr
     assert "Traceback" not in stderr
@@ -130,7 +131,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
 
 @pytest.fixture(scope="module")
 def artefacts(tmp_path_factory):
-    """A finished toy2d run (adapter + checkpoint) and damaged copies of its files."""
+    """A finished shapes run (adapter + checkpoints), a toy2d adapter, and damaged copies."""
     import shutil
 
     tmp = tmp_path_factory.mktemp("artefacts")
@@ -187,3 +188,22 @@ def test_damaged_or_mismatched_files_give_one_line_and_exit_2(artefacts, capsys,
         assert "Traceback" not in err
     assert {p: p.read_bytes() for p in before} == before  # nothing the user had was touched
     assert not (tmp / "gen-out").exists()
+
+
+def test_base_images_beside_a_hypernetwork_are_the_plain_generator(artefacts, tmp_path):
+    """The LoRA hypernetwork lives in g's backbone: base images next to it (generate --compare,
+    the training run's sample grid) must be g with its adapters off, equal to plain generate."""
+    import numpy as np
+    from PIL import Image
+
+    adapter = artefacts / "run" / "adapter"
+    sample = Image.open(artefacts / "run" / "samples" / "00-base.png")
+    prompt, seed = sample.text["prompt"], sample.text["seed"]
+    assert main(["generate", "--prompt", prompt, "--seed", seed, "--adapter", str(adapter), "--compare",
+                 "--out", str(tmp_path / "cmp")]) == 0
+    assert main(["generate", "--prompt", prompt, "--seed", seed, "--out", str(tmp_path / "plain")]) == 0
+    plain = np.asarray(Image.open(next((tmp_path / "plain").glob("*.png"))))
+    compared = np.asarray(Image.open(next((tmp_path / "cmp" / "base").glob("*.png"))))
+    modulated = np.asarray(Image.open(next((tmp_path / "cmp" / "hypernoise").glob("*.png"))))
+    assert np.array_equal(compared, plain) and np.array_equal(np.asarray(sample), plain)
+    assert not np.array_equal(modulated, plain)

@@ -53,6 +53,20 @@ def test_evaluate_and_generate_start_from_the_same_noise(tiny_generator, tmp_pat
     assert np.array_equal(got["00001/samples/00003.png"], np.asarray(to_pil(direct[1])))
 
 
+def test_a_repeated_prompt_gets_fresh_seeds_not_copies(tiny_generator, tmp_path):
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0]]
+    evaluate(tiny_generator, prompts, EvalConfig(seeds=(3, 4), reward="redness", geneval_layout=True), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "per_prompt.jsonl").read_text().splitlines()]
+    assert [r["seeds"] for r in rows] == [[3, 4], [3, 4], [5, 6]]
+    got = _images(tmp_path)
+    from hypernoise.methods.generate import to_pil
+    import numpy as np
+
+    again = generate_images(tiny_generator, [PROMPTS[0]], [5])[0]
+    assert np.array_equal(got["00002/samples/00005.png"], np.asarray(to_pil(again)))
+    assert not np.array_equal(got["00002/samples/00005.png"], got["00000/samples/00003.png"])
+
+
 def test_reno_and_best_of_n_beat_base_on_their_reward(tiny_generator, tmp_path):
     common = dict(seeds=(0, 1), reward="redness")
     base = evaluate(tiny_generator, PROMPTS, EvalConfig(method="base", **common))

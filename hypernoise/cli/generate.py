@@ -60,7 +60,7 @@ def run(args) -> int:
     for image, name, (prompt, seed) in zip(images, names, pairs):
         save_png(image, out / sub / name, prompt, seed, {**meta, "method": "hypernoise" if hypernet else "base"})
     if args.compare:
-        base = generate_images(generator, prompts, seeds, args.num_steps, None, args.batch_size)
+        base = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size, base=True)
         for image, name, (prompt, seed) in zip(base, names, pairs):
             save_png(image, out / "base" / name, prompt, seed, {**meta, "method": "base"})
         compare_grid(base, images, [p for p, _ in pairs]).save(out / "compare.png")

@@ -36,31 +36,33 @@ def _accepts_rng(generator: Generator) -> bool:
 
 @torch.no_grad()
 def _generate_batch(generator: Generator, prompts: list[str], seeds: list[int], num_steps: Optional[int],
-                    hypernet: Optional[NoiseHypernetwork]) -> torch.Tensor:
+                    hypernet: Optional[NoiseHypernetwork], base: bool) -> torch.Tensor:
     drawn = [seeded_noise(generator, s) for s in seeds]
     noise = torch.cat([n for n, _ in drawn])
     kwargs = {"rng": [r for _, r in drawn]} if _accepts_rng(generator) else {}
     cond = generator.encode(prompts)
     if hypernet is None:
         return generator.generate(noise, cond, num_steps, **kwargs)
-    modulated = hypernet.modulate(noise, cond)  # x0 + f_phi(x0, c), adapters on
-    with hypernet.adapters_disabled():
-        return generator.generate(modulated, cond, num_steps, **kwargs)
+    x0 = noise if base else hypernet.modulate(noise, cond)  # x0 + f_phi(x0, c), adapters on
+    with hypernet.adapters_disabled():  # g itself: a LoRA hypernetwork lives in g's backbone
+        return generator.generate(x0, cond, num_steps, **kwargs)
 
 
 def generate_images(generator: Generator, prompts: Sequence[str], seeds: Sequence[int],
                     num_steps: Optional[int] = None, hypernet: Optional[NoiseHypernetwork] = None,
-                    batch_size: int = 4) -> list[torch.Tensor]:
+                    batch_size: int = 4, base: bool = False) -> list[torch.Tensor]:
     """One image per (prompt, seed), prompt-major (all seeds of the first prompt first).
 
     Returns float tensors [3, H, W] in [0, 1] on the CPU: g(x0, c) without a hypernetwork,
     g(x0 + f_phi(x0, c), c) with one, x0 the noise of the seed (see the module docstring).
+    ``base=True`` with a hypernetwork: g(x0, c) with its adapters off -- the base images of a
+    generator that carries a LoRA hypernetwork in its backbone.
     """
     pairs = [(p, int(s)) for p in prompts for s in seeds]
     images: list[torch.Tensor] = []
     for start in range(0, len(pairs), max(1, int(batch_size))):
         chunk = pairs[start : start + max(1, int(batch_size))]
-        batch = _generate_batch(generator, [p for p, _ in chunk], [s for _, s in chunk], num_steps, hypernet)
+        batch = _generate_batch(generator, [p for p, _ in chunk], [s for _, s in chunk], num_steps, hypernet, base)
         images.extend(batch.float().cpu().unbind(0))
     return images
 
@@ -99,10 +101,11 @@ def _caption(text: str, width_px: int, char_px: int = 6) -> str:
 
 
 def compare_grid(base_images: Sequence[ImageLike], hn_images: Sequence[ImageLike], prompts: Sequence[str],
-                 pad: int = 4):
+                 pad: int = 4, min_size: int = 128):
     """A PIL image: the prompts on top, the base row, then the HyperNoise row from the same noise.
 
-    Column i shows ``prompts[i]``, ``base_images[i]`` and ``hn_images[i]``; all images one size.
+    Column i shows ``prompts[i]``, ``base_images[i]`` and ``hn_images[i]``; all images one size,
+    enlarged by an integer factor (nearest neighbour) to at least ``min_size`` px.
     """
     from PIL import Image, ImageDraw
 
@@ -111,6 +114,10 @@ def compare_grid(base_images: Sequence[ImageLike], hn_images: Sequence[ImageLike
                          f"got {len(base_images)}, {len(hn_images)}, {len(prompts)}")
     rows = [[to_pil(im) for im in base_images], [to_pil(im) for im in hn_images]]
     w, h = rows[0][0].size
+    zoom = -(-min_size // max(1, min(w, h)))  # small images (the 32 px world) are enlarged, pixel for pixel
+    if zoom > 1:
+        rows = [[im.resize((w * zoom, h * zoom), Image.NEAREST) for im in row] for row in rows]
+        w, h = w * zoom, h * zoom
     label_w, caption_h = 80, 16
     grid = Image.new("RGB", (label_w + len(prompts) * (w + pad) + pad, caption_h + 2 * (h + pad) + pad), "white")
     draw = ImageDraw.Draw(grid)

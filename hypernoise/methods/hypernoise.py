@@ -146,7 +146,7 @@ def write_samples(generator: Generator, hypernet: NoiseHypernetwork, prompts: Se
         return None
     prompts = list(dict.fromkeys(prompts))[:max_prompts]
     folder = Path(out_dir) / "samples"
-    base = generate_images(generator, prompts, [seed], num_steps, None)
+    base = generate_images(generator, prompts, [seed], num_steps, hypernet, base=True)
     modulated = generate_images(generator, prompts, [seed], num_steps, hypernet)
     for i, (prompt, b, h) in enumerate(zip(prompts, base, modulated)):
         save_png(b, folder / f"{i:02d}-base.png", prompt, seed, {"method": "base"})

@@ -47,13 +47,18 @@ def test_png_keeps_prompt_seed_and_extra_metadata(tmp_path):
 def test_compare_grid_puts_base_above_hypernoise_per_prompt():
     base = [torch.zeros(3, 16, 16), torch.full((3, 16, 16), 0.25)]
     hn = [torch.ones(3, 16, 16), torch.full((3, 16, 16), 0.75)]
-    grid = compare_grid(base, hn, ["first", "second"], pad=4)
-    cells = np.asarray(grid)
     label_w, caption_h, pad = 80, 16, 4
-    for col, (b, h) in enumerate(zip(base, hn)):
-        x = label_w + pad + col * (16 + pad)
-        top = cells[caption_h + pad: caption_h + pad + 16, x: x + 16]
-        bottom = cells[caption_h + 2 * pad + 16: caption_h + 2 * pad + 32, x: x + 16]
-        assert np.all(top == round(float(b[0, 0, 0]) * 255)) and np.all(bottom == round(float(h[0, 0, 0]) * 255))
+    for min_size, s in ((16, 16), (40, 48)):  # 16 px cells enlarged 3x to reach 40 px
+        grid = compare_grid(base, hn, ["first", "second"], pad=pad, min_size=min_size)
+        assert grid.size == (label_w + 2 * (s + pad) + pad, caption_h + 2 * (s + pad) + pad)
+        _check_cells(np.asarray(grid), base, hn, s, label_w, caption_h, pad)
     with pytest.raises(ValueError, match="one prompt per column"):
         compare_grid(base, hn[:1], ["first", "second"])
+
+
+def _check_cells(cells, base, hn, s, label_w, caption_h, pad):
+    for col, (b, h) in enumerate(zip(base, hn)):
+        x = label_w + pad + col * (s + pad)
+        top = cells[caption_h + pad: caption_h + pad + s, x: x + s]
+        bottom = cells[caption_h + 2 * pad + s: caption_h + 2 * pad + 2 * s, x: x + s]
+        assert np.all(top == round(float(b[0, 0, 0]) * 255)) and np.all(bottom == round(float(h[0, 0, 0]) * 255))

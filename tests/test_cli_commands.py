@@ -134,3 +134,33 @@ def test_world_command_needs_a_target_and_an_out(capsys):
     assert main(["world", "train-reward"]) == 2
     assert "--out" in capsys.readouterr().err
     assert main(["world", "nope", "--out", "x"]) == 2
+
+
+def test_same_seed_same_command_gives_the_same_adapter_and_images(tmp_path):
+    """Reproducibility on one machine: two processes running one command agree bit for bit."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from safetensors.torch import load_file
+
+    def run(*args):
+        done = subprocess.run([sys.executable, "-m", "hypernoise.cli.main", *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+    for name in ("a", "b"):
+        run("train", "--steps", "3", "--batch-size", "4", "--seed", "7", "--no-progress", "--out", str(tmp_path / name))
+        run("generate", "--prompt", "a photo of two squares", "--seed", "3", "--adapter", str(tmp_path / name / "adapter"),
+            "--compare", "--out", str(tmp_path / f"images-{name}"))
+    wa, wb = (load_file(str(tmp_path / n / "adapter" / "adapter_model.safetensors")) for n in ("a", "b"))
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+    assert any(v.abs().sum() > 0 for v in wa.values())  # trained, not the zero initialisation
+    pngs = sorted(p.relative_to(tmp_path / "images-a") for p in (tmp_path / "images-a").rglob("*.png"))
+    assert pngs == sorted(p.relative_to(tmp_path / "images-b") for p in (tmp_path / "images-b").rglob("*.png"))
+    for rel in pngs:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "images-a" / rel)),
+                              np.asarray(Image.open(tmp_path / "images-b" / rel)))
+    scores = [json.loads((tmp_path / n / "before_after.json").read_text()) for n in ("a", "b")]
+    for method in ("base", "hypernoise"):  # timings differ; scores may not
+        assert [(s[method]["geneval"], s[method]["rewards"], s[method]["fidelity"]) for s in scores].count(
+            (scores[0][method]["geneval"], scores[0][method]["rewards"], scores[0][method]["fidelity"])) == 2

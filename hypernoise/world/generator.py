@@ -58,8 +58,8 @@ class ShapesGenerator(Generator):
     #: HyperNoise training that suits this world on a CPU (docs/world.md, "HyperNoise on this
     #: world"): batch 64 (at 16 the training reward did not rise), trained through the 1-step map
     #: (same layout, 2.3x cheaper than 2 steps), used at the default 2 steps
-    train_defaults = {"rank": 8, "optimizer": "adamw", "lr": 1e-3, "batch_size": 64, "steps": 400,
-                      "noise_mode": "per-sample", "objective": "l2", "alpha": 0.03, "num_steps": 1,
+    train_defaults = {"rank": 8, "optimizer": "adamw", "lr": 1e-3, "batch_size": 64, "steps": 800,
+                      "noise_mode": "per-sample", "objective": "l2", "alpha": 0.05, "num_steps": 1,
                       "checkpoint_every": 100}
 
     def __init__(self, config: Optional[models.UNetConfig] = None):

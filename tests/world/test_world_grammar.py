@@ -42,6 +42,15 @@ def test_benchmark_is_balanced_over_categories():
     assert set(bench) <= set(grammar.split_prompts("test"))
 
 
+def test_training_prompts_weigh_categories_equally_and_cover_every_train_prompt():
+    from hypernoise.generators import build_generator
+
+    train = build_generator("shapes").default_prompts("train")
+    counts = {c: sum(grammar.category_of(p) == c for p in train) for c in grammar.CATEGORIES}
+    assert len(set(counts.values())) == 1  # what the balanced benchmark rewards, trained on equally
+    assert set(train) == set(grammar.split_prompts("train"))  # every train prompt, no test prompt
+
+
 @pytest.mark.parametrize("prompt, word", [
     ("a photo of a hexagon", "hexagon"),
     ("a photo of a pink circle", "pink"),

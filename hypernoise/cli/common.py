@@ -53,8 +53,10 @@ def configure_threads(args) -> None:
     torch.set_flush_denormal(True)
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
-    on_gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
-    if args.threads is not None or not on_gpu:
+    from hypernoise.generators.diffusers_common import resolve_device
+
+    on_accelerator = resolve_device(args.device).type != "cpu"
+    if args.threads is not None or not on_accelerator:
         torch.set_num_threads(args.threads or auto_threads(args.generator))
 
 

@@ -52,6 +52,20 @@ def test_lora_hypernetwork_is_zero_at_init_and_adapters_off_is_bit_identical(tin
         assert torch.equal(_base_images(gen, noise, prompts), before)
 
 
+def test_removed_hypernetwork_leaves_the_original_backbone_for_a_new_one(tiny_generator):
+    gen = tiny_generator
+    noise, prompts = gen.sample_noise(2, seed=0), ["a red square", "a blue circle"]
+    before, keys = _base_images(gen, noise, prompts), set(gen.state_dict())
+    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4))
+    _train_a_little(gen, hyper)
+    hyper.remove()
+    assert set(gen.state_dict()) == keys
+    assert torch.equal(_base_images(gen, noise, prompts), before)
+    second = LoRAHypernetwork(gen, LoraSettings(rank=2))  # a trained one was there: now a fresh start
+    assert torch.count_nonzero(second(noise, gen.encode(prompts))) == 0
+    assert all(p.shape[0] == 2 or p.shape[1] == 2 for p in second.trainable_parameters())
+
+
 def test_only_lora_weights_receive_gradients(tiny_generator):
     gen = tiny_generator
     hyper = LoRAHypernetwork(gen, LoraSettings(rank=4))

@@ -301,5 +301,19 @@ class LoRAHypernetwork(NoiseHypernetwork):
         self.peft_config.save_pretrained(str(folder))
 
     def remove(self) -> None:
-        """Detach the delta-only hook (the LoRA layers stay)."""
+        """Take the hypernetwork out of the generator: the delta-only hook and every LoRA layer go,
+        the backbone is its original modules again (and can carry a new hypernetwork)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
         self._hook.remove()
+        backbone = self.generator.backbone
+        for name, module in list(backbone.named_modules()):
+            if isinstance(module, BaseTunerLayer):
+                parent, _, child = name.rpartition(".")
+                setattr(backbone.get_submodule(parent) if parent else backbone, child, module.get_base_layer())
+        configs = getattr(backbone, "peft_config", None)
+        if isinstance(configs, dict):
+            configs.pop(self.settings.adapter_name, None)
+            if not configs:
+                del backbone.peft_config
+        self._layers, self._lora_params = [], {}

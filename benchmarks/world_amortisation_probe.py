@@ -12,7 +12,7 @@
    targets' variance it leaves unexplained (1 = learned nothing), and the same fit to a control
    target of the same kind, -0.5 x the low-passed noise itself.
 
-About 8 minutes on 2 cores. docs/world.md ("Why fidelity drifts") reports a run.
+About 7 minutes on 2 cores. docs/world.md ("Why fidelity drifts") reports a run.
 """
 
 from __future__ import annotations

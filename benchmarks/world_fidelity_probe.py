@@ -4,7 +4,7 @@
 
 1. colour preference of the reward: the mean ``shapes`` reward of base images that the evaluator
    finds correct with exactly one object, per colour of that object (colourless single_object
-   prompts, 1600 images). Equal means mean no colour is cheaper to be rewarded for.
+   prompts, 1602 images). Equal means mean no colour is cheaper to be rewarded for.
 2. ReNO's colours: the share of each colour among objects detected on colourless single_object
    and two_object prompts, base against ReNO (25 iterations) on the same noises.
 3. noise-space stretch of x0 -> x0 + f(x0): |v + J_f v| / |v| for random perturbations v of the
@@ -14,7 +14,7 @@
    and the 480 test images (``benchmark_prompts(20)`` x 4, noise seed 1000) generated from
    x0 + f, x0 + f - m and x0 + m, with overall and fidelity.
 
-About 3 minutes on one core. docs/world.md ("Why fidelity drifts") reports a run.
+About 80 seconds on one core. docs/world.md ("Why fidelity drifts") reports a run.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ noises, seed 1000) with fidelity; best-of-8 by the ``shapes`` reward (noise seed
 With ``--second-evaluator`` (for example ``hypernoise world train-evaluator --seed 2 --out DIR``),
 also the share of generated samples on which the two evaluators agree. With ``--adapter DIR``
 (a HyperNoise adapter of the shapes generator), also HyperNoise rows on the same noises (the
-sweep in docs/world.md). About 2 minutes on one core.
+sweep in docs/world.md). The generator and HyperNoise rows also give the share of each colour
+among the objects detected on prompts that name none (where HyperNoise's drift shows). About 2
+minutes on one core.
 """
 
 from __future__ import annotations
@@ -24,8 +26,16 @@ from hypernoise.adapter import load_adapter
 from hypernoise.generators import build_generator
 from hypernoise.rewards import build_reward
 from hypernoise.world.evaluator import WorldEvaluator, default_evaluator, geneval_summary
-from hypernoise.world.grammar import CATEGORIES, benchmark_prompts
+from hypernoise.world.grammar import CATEGORIES, benchmark_prompts, category_of
 from hypernoise.world.render import make_dataset
+from world_fidelity_probe import colour_shares
+
+COLOURLESS = ("single_object", "two_object", "counting", "position")
+
+
+def colourless_shares(records: list[dict]) -> dict[str, float]:
+    """Share of each colour among the objects detected on prompts that name no colour."""
+    return colour_shares([r for r in records if category_of(r["prompt"]) in COLOURLESS])
 
 
 def agreement(a: list[dict], b: list[dict]) -> float:
@@ -63,15 +73,15 @@ def generator_rows(gen, ev, second, reward, prompts, noise, cond, reference, del
         images = gen.generate(noise, cond, steps)
         records = ev.evaluate_images(images, prompts)
         row = {"row": f"generator, {steps} step{'s' * (steps > 1)}", **geneval_summary(records),
-               "fidelity": ev.fidelity(images, reference)}
+               "fidelity": ev.fidelity(images, reference), "colours": colourless_shares(records)}
         if second is not None:
             row["agreement"] = agreement(records, second.evaluate_images(images, prompts))
         rows.append(row)
         if delta is not None:
             modulated = gen.generate(noise + delta, cond, steps)
-            rows.append({"row": f"HyperNoise, {steps} step{'s' * (steps > 1)}",
-                         **geneval_summary(ev.evaluate_images(modulated, prompts)),
-                         "fidelity": ev.fidelity(modulated, reference)})
+            records = ev.evaluate_images(modulated, prompts)
+            rows.append({"row": f"HyperNoise, {steps} step{'s' * (steps > 1)}", **geneval_summary(records),
+                         "fidelity": ev.fidelity(modulated, reference), "colours": colourless_shares(records)})
     for steps in (1, 2):
         draws = [gen.generate(gen.sample_noise(len(prompts), seed=2000 + k), cond, steps) for k in range(8)]
         chosen = best_of(draws, torch.stack([reward(d, prompts) for d in draws]))
@@ -101,6 +111,9 @@ def main() -> None:
     second = WorldEvaluator.from_pretrained(args.second_evaluator) if args.second_evaluator else None
     rows = measure(second, args.adapter)
     print(table(rows))
+    for r in rows:
+        if "colours" in r:
+            print(f"{r['row']}: colours of objects on colourless prompts {r['colours']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -18,13 +18,12 @@ About 7 minutes on 2 cores. docs/world.md ("Why fidelity drifts") reports a run.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from hypernoise.generators import build_generator
+from hypernoise.io import write_json
 from hypernoise.hypernet import LoRAHypernetwork, LoraSettings
 from hypernoise.methods.reno import RenoConfig, reno
 from hypernoise.rewards import build_reward
@@ -106,8 +105,7 @@ def main() -> None:
     reg = result["regression"]
     print(f"regression ({reg['pairs']} pairs, {reg['steps']} steps): unexplained share of the ReNO-5 targets "
           f"{reg['unexplained_reno']:.3f}, of the control target {reg['unexplained_control']:.3f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

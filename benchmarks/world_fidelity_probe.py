@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from hypernoise.adapter import load_adapter
 from hypernoise.generators import build_generator
+from hypernoise.io import write_json
 from hypernoise.methods.reno import RenoConfig, reno
 from hypernoise.rewards import build_reward
 from hypernoise.world.evaluator import default_evaluator, geneval_summary
@@ -124,8 +123,7 @@ def main() -> None:
     print("| noise | overall | fidelity |\n| --- | --- | --- |")
     for name, row in mf["rows"].items():
         print(f"| {name} | {row['overall']:.3f} | {row['fidelity']:.3f} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-from pathlib import Path
 
 import torch
 
 from hypernoise.adapter import load_adapter
 from hypernoise.generators import build_generator
+from hypernoise.io import write_json
 from hypernoise.rewards import build_reward
 from hypernoise.world.evaluator import WorldEvaluator, default_evaluator, geneval_summary
 from hypernoise.world.grammar import CATEGORIES, benchmark_prompts, category_of
@@ -114,8 +113,7 @@ def main() -> None:
     for r in rows:
         if "colours" in r:
             print(f"{r['row']}: colours of objects on colourless prompts {r['colours']}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+    write_json(args.out, rows)
     print(f"wrote {args.out}")
 
 

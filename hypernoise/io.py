@@ -76,7 +76,9 @@ def prepare_output(path, overwrite: bool = False, resume: bool = False) -> Path:
     return path
 
 
-def write_json(path, data: dict) -> None:
+def write_json(path, data) -> None:
+    """Write ``data`` as indented JSON, creating the parent folder if needed."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(data, indent=1, default=str) + "\n")
 
 

@@ -14,6 +14,11 @@ Per sample, with f = f_phi(x0, c), d = the number of noise elements and r the (w
                         pass per noise element: for low-dimensional noise only.
     none:               L = -r  (direct reward fine-tuning, no noise-space penalty)
 
+An optional temperature schedule (``alpha_start``, ``alpha_ramp``) holds alpha at ``alpha_start``
+until optimizer step ``alpha_ramp[0]``, moves it geometrically to ``alpha`` by step
+``alpha_ramp[1]`` and holds it there: a low temperature first lets the reward find a direction,
+the final one sets how far from the base the map ends. The trainer tells the objective its step.
+
 The batch loss is the mean over samples. ``kl_estimate`` is the per-sample KL term (the L2 part,
 plus the log-det part for ``exact``) so every objective logs a comparable number.
 """
@@ -21,7 +26,7 @@ plus the log-det part for ``exact``) so every objective logs a comparable number
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -38,6 +43,8 @@ class ObjectiveConfig:
     kind: str = field(default="l2", metadata={"help": "l2 (paper), reference (reg_weight * mean f^2), exact (low-dim KL), none"})
     alpha: float = field(default=1.0, metadata={"help": "temperature of the tilt exp(r / alpha) (l2, exact)"})
     reg_weight: float = field(default=0.5, metadata={"help": "weight of mean(f^2) in the reference convention"})
+    alpha_start: Optional[float] = field(default=None, metadata={"help": "alpha before the ramp (None: constant alpha)"})
+    alpha_ramp: Tuple[int, int] = field(default=(0, 0), metadata={"help": "optimizer steps where alpha moves from alpha_start to alpha"})
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -46,6 +53,23 @@ class ObjectiveConfig:
             raise ConfigError(f"alpha must be positive, got {self.alpha}")
         if self.reg_weight < 0:
             raise ConfigError(f"reg_weight must be non-negative, got {self.reg_weight}")
+        if self.alpha_start is not None and not self.alpha_start > 0:
+            raise ConfigError(f"--alpha-start must be positive, got {self.alpha_start}")
+        self.alpha_ramp = tuple(int(s) for s in self.alpha_ramp)
+        if len(self.alpha_ramp) != 2 or not 0 <= self.alpha_ramp[0] <= self.alpha_ramp[1]:
+            raise ConfigError(f"--alpha-ramp takes two steps BEGIN END with 0 <= BEGIN <= END, got {self.alpha_ramp}")
+
+    def alpha_at(self, step: int) -> float:
+        """The temperature at optimizer step ``step`` (0-based): alpha_start, a geometric ramp, alpha."""
+        if self.alpha_start is None:
+            return self.alpha
+        begin, end = self.alpha_ramp
+        if step >= end:
+            return self.alpha
+        if step <= begin:
+            return self.alpha_start
+        t = (step - begin) / (end - begin)
+        return self.alpha_start * (self.alpha / self.alpha_start) ** t
 
     @property
     def needs_input_grad(self) -> bool:
@@ -87,6 +111,12 @@ class NoiseObjective:
 
     def __init__(self, config: Optional[ObjectiveConfig] = None):
         self.config = config or ObjectiveConfig()
+        #: the optimizer step the trainer is on; sets alpha under a schedule
+        self.step = 0
+
+    @property
+    def alpha(self) -> float:
+        return self.config.alpha_at(self.step)
 
     def __call__(self, noise: torch.Tensor, delta: torch.Tensor, reward: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -96,7 +126,7 @@ class NoiseObjective:
         out = {"reg": half_sq.mean(), "reward": reward.mean()}
         if cfg.kind == "l2":
             kl = half_sq
-            loss = kl - reward / cfg.alpha
+            loss = kl - reward / self.alpha
         elif cfg.kind == "reference":
             kl = half_sq
             loss = cfg.reg_weight * delta32.pow(2).mean(1) - reward
@@ -104,10 +134,12 @@ class NoiseObjective:
             ld = logdet_term(jacobian(delta, noise).float())
             kl = half_sq + ld
             out["logdet"] = ld.mean()
-            loss = kl - reward / cfg.alpha
+            loss = kl - reward / self.alpha
         else:  # "none"
             kl = half_sq
             loss = -reward
+        if cfg.alpha_start is not None:
+            out["alpha"] = torch.tensor(self.alpha)
         out["kl"] = kl.mean()
         out["loss"] = loss.mean()
         return out

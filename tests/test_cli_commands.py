@@ -115,6 +115,19 @@ def test_train_writes_a_sample_grid_of_base_and_hypernoise(tmp_path):
     assert Image.open(out / "samples" / "00-hypernoise.png").text["method"] == "hypernoise"
 
 
+def test_train_takes_an_alpha_schedule_and_init_trials_and_records_them(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--generator", "tiny", "--reward", "redness", "--steps", "3", "--batch-size", "2",
+                 "--alpha", "1", "--alpha-start", "0.01", "--alpha-ramp", "0", "2", "--init-trials", "2",
+                 "--trial-steps", "1", "--no-progress", "--out", str(out)]) == 0
+    trials = json.loads((out / "init_trials.json").read_text())
+    assert len(trials["trials"]) == 2 and f"kept trial {trials['kept']}" in capsys.readouterr().out
+    logged = [json.loads(l)["alpha"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx([0.01, 0.1, 1.0])
+    objective = json.loads((out / "adapter" / "hypernoise.json").read_text())["settings"]["objective"]
+    assert objective["alpha_start"] == 0.01 and list(objective["alpha_ramp"]) == [0, 2] and objective["alpha"] == 1
+
+
 def test_main_job_reports_world_geneval_before_and_after(tmp_path, capsys):
     from hypernoise.evaluation import EvalConfig, evaluate
 

@@ -59,7 +59,26 @@ def test_exact_objective_refuses_high_dimensional_noise():
         NoiseObjective(ObjectiveConfig("exact"))(x, x * 0.1, torch.zeros(1))
 
 
-@pytest.mark.parametrize("kwargs", [{"kind": "kl"}, {"alpha": 0.0}, {"alpha": -1.0}, {"reg_weight": -1}])
+def test_alpha_schedule_holds_ramps_geometrically_and_holds():
+    cfg = ObjectiveConfig("l2", alpha=1.0, alpha_start=0.01, alpha_ramp=(10, 30))
+    assert [cfg.alpha_at(s) for s in (0, 10)] == [0.01, 0.01]
+    assert cfg.alpha_at(20) == pytest.approx(0.1)  # halfway in log space
+    assert [cfg.alpha_at(s) for s in (30, 1000)] == [1.0, 1.0]
+    assert ObjectiveConfig("l2", alpha=0.5).alpha_at(0) == 0.5  # no schedule: constant
+
+
+def test_objective_uses_the_alpha_of_its_step():
+    delta, reward = torch.zeros(2, 3), torch.ones(2)
+    objective = NoiseObjective(ObjectiveConfig("l2", alpha=1.0, alpha_start=0.1, alpha_ramp=(0, 4)))
+    assert float(objective(None, delta, reward)["loss"]) == pytest.approx(-10.0)
+    objective.step = 4
+    out = objective(None, delta, reward)
+    assert float(out["loss"]) == pytest.approx(-1.0) and float(out["alpha"]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kwargs", [{"kind": "kl"}, {"alpha": 0.0}, {"alpha": -1.0}, {"reg_weight": -1},
+                                    {"alpha_start": 0.0}, {"alpha_start": 0.1, "alpha_ramp": (5, 2)},
+                                    {"alpha_start": 0.1, "alpha_ramp": (-1, 2)}])
 def test_objective_config_validates(kwargs):
     with pytest.raises(ConfigError):
         ObjectiveConfig(**kwargs)

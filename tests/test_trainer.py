@@ -18,11 +18,12 @@ from hypernoise.training.data import NoiseSampler, PromptSampler
 PROMPTS = ["a red square", "a blue circle", "two green triangles", "a photo"]
 
 
-def _tiny_task(seed=0, alpha=0.1):
+def _tiny_task(seed=0, alpha=0.1, **schedule):
     gen = build_generator("tiny")
     torch.manual_seed(seed)
     hyper = LoRAHypernetwork(gen, LoraSettings(rank=4))
-    return HyperNoiseTask(gen, hyper, build_reward("redness"), NoiseObjective(ObjectiveConfig("l2", alpha=alpha)))
+    objective = NoiseObjective(ObjectiveConfig("l2", alpha=alpha, **schedule))
+    return HyperNoiseTask(gen, hyper, build_reward("redness"), objective)
 
 
 def _cfg(**kw):
@@ -57,6 +58,22 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
         assert torch.equal(v, _weights(resumed)[k]), k
     log = [json.loads(l)["step"] for l in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3, 4, 5, 6]
+
+
+def test_alpha_schedule_follows_the_optimizer_step_across_a_resume(tmp_path):
+    schedule = dict(alpha=1.0, alpha_start=0.01, alpha_ramp=(1, 5))
+    full = _tiny_task(**schedule)
+    Trainer(full, _cfg(steps=6, optimizer="adamw", lr=0.05), tmp_path / "full").fit(PROMPTS)
+    logged = [json.loads(l)["alpha"] for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    cfg = full.objective.config
+    assert logged == pytest.approx([cfg.alpha_at(s) for s in range(6)])
+    assert logged[0] == pytest.approx(0.01) and logged[-1] == pytest.approx(1.0)
+
+    Trainer(_tiny_task(**schedule), _cfg(steps=3, optimizer="adamw", lr=0.05), tmp_path / "part").fit(PROMPTS)
+    resumed = _tiny_task(**schedule)
+    Trainer(resumed, _cfg(steps=6, optimizer="adamw", lr=0.05), tmp_path / "part").fit(PROMPTS, resume="latest")
+    for k, v in _weights(full).items():
+        assert torch.equal(v, _weights(resumed)[k]), k
 
 
 def test_resume_with_other_run_settings_is_refused(tmp_path):
@@ -185,3 +202,83 @@ def test_bf16_frozen_weights_with_fp32_lora(tmp_path):
     assert torch.count_nonzero(hyper(noise, cond)) > 0
     with hyper.adapters_disabled(), torch.no_grad():
         assert torch.equal(gen.generate(noise, cond), base)
+
+
+def _trial_cfg(**kw):
+    return _cfg(**{"steps": 6, "optimizer": "adamw", "lr": 0.05, "init_trials": 3, "trial_steps": 2, **kw})
+
+
+def _log_lines(folder):
+    return [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_init_trials_keep_the_lowest_loss_initialisation_and_train_it_on(tmp_path):
+    task = _tiny_task()
+    own = _weights(task)
+    Trainer(task, _trial_cfg(), tmp_path / "trials").fit(PROMPTS)
+    record = json.loads((tmp_path / "trials" / "init_trials.json").read_text())
+    scores = [t["score"] for t in record["trials"]]
+    assert [t["init_seed"] for t in record["trials"]] == [0, 1, 2]
+    assert len(set(scores)) == 3 and record["kept"] == scores.index(min(scores))
+
+    alone = _tiny_task(seed=99)  # the kept initialisation, trained on its own
+    if record["kept"] == 0:
+        alone.load_trainable_state_dict(own)
+    else:
+        alone.reinitialize(record["kept"])
+    Trainer(alone, _trial_cfg(init_trials=1), tmp_path / "alone").fit(PROMPTS)
+    for k, v in _weights(alone).items():
+        assert torch.equal(v, _weights(task)[k]), k
+    kept_log, alone_log = _log_lines(tmp_path / "trials"), _log_lines(tmp_path / "alone")
+    assert [l["step"] for l in kept_log] == list(range(1, 7))
+    assert [l["loss"] for l in kept_log] == [l["loss"] for l in alone_log]
+
+
+def test_a_run_resumed_after_the_trials_does_not_repeat_them(tmp_path):
+    task = _tiny_task()
+    Trainer(task, _trial_cfg(), tmp_path / "full").fit(PROMPTS)
+    chosen = tmp_path / "full" / "checkpoints" / "checkpoint-000002"
+    assert chosen.is_dir()  # written right after the choice
+    resumed = _tiny_task(seed=5)
+    Trainer(resumed, _trial_cfg(), tmp_path / "resumed").fit(PROMPTS, resume=str(chosen))
+    assert not (tmp_path / "resumed" / "init_trials.json").exists()
+    for k, v in _weights(task).items():
+        assert torch.equal(v, _weights(resumed)[k]), k
+
+
+def _lora_finetune():
+    from hypernoise.methods.finetune import GeneratorLoRA
+
+    gen = build_generator("tiny")
+    return GeneratorLoRA(gen, LoraSettings(rank=4)), gen
+
+
+def _zero_map(module, gen):
+    """Whether ``module`` (a hypernetwork or a fine-tuning LoRA) leaves g unchanged."""
+    noise, cond = gen.sample_noise(2, seed=3), gen.encode(["a", "b"])
+    if isinstance(module, (LoRAHypernetwork, MLPHypernetwork)):
+        return bool((module(noise, cond) == 0).all())
+    return all(bool((p == 0).all()) for n, p in module.trainable_state_dict().items() if "lora_B" in n)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: (lambda g: (LoRAHypernetwork(g, LoraSettings(rank=4)), g))(build_generator("tiny")),
+    lambda: (lambda g: (MLPHypernetwork(g.latent_shape, hidden=8), g))(build_generator("toy2d")),
+    _lora_finetune,
+], ids=["lora-hypernet", "mlp-hypernet", "finetune-lora"])
+def test_reinitialize_redraws_a_zero_map_from_its_seed_and_spares_the_global_rng(build):
+    module, gen = build()
+    with torch.no_grad():
+        for p in module.trainable_parameters():
+            p.normal_()
+    assert not _zero_map(module, gen)
+    rng = torch.random.get_rng_state()
+    module.reinitialize(7)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert _zero_map(module, gen)
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in module.trainable_parameters())
+    first = {k: v.clone() for k, v in module.trainable_state_dict().items()}
+    module.reinitialize(7)
+    assert all(torch.equal(v, module.trainable_state_dict()[k]) for k, v in first.items())
+    module.reinitialize(8)
+    assert any(not torch.equal(v, module.trainable_state_dict()[k]) for k, v in first.items())

@@ -96,6 +96,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="initial noise per sample, shared per batch (the paper), or fixed")
     g.add_argument("--num-steps", type=int, default=None, help="generator steps during training (default: the generator's)")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, prompt order and noise")
+    g.add_argument("--init-trials", type=int, default=None,
+                   help="train this many initialisations for --trial-steps each and keep the lowest-loss one (default: the generator's, else 1)")
+    g.add_argument("--trial-steps", type=int, default=None, help=f"optimizer steps of each initialisation trial (default {d.trial_steps})")
     g.add_argument("--checkpoint-every", type=int, default=0, help="write a checkpoint every N steps (0: only at the end)")
     g.add_argument("--checkpoints-total-limit", type=int, default=None, help="keep at most N checkpoints")
     g.add_argument("--resume", default=None, help="latest, or a checkpoint folder, to continue a run")
@@ -112,6 +115,7 @@ def train_settings(args) -> dict:
         steps=args.steps, batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
         lr=args.lr, optimizer=args.optimizer, nesterov=args.nesterov or None, warmup_steps=args.warmup_steps,
         max_grad_norm=args.max_grad_norm, noise_mode=args.noise_mode, seed=args.seed, num_steps=args.num_steps,
+        init_trials=args.init_trials, trial_steps=args.trial_steps,
         checkpoint_every=args.checkpoint_every, checkpoints_total_limit=args.checkpoints_total_limit,
         lipschitz_every=args.lipschitz_every, mixed_precision=args.mixed_precision,
         gradient_checkpointing=args.gradient_checkpointing or None, report_to=args.report_to,

@@ -17,6 +17,10 @@ def add_arguments(p) -> None:
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (default: the generator's training prompts)")
     p.add_argument("--objective", choices=["l2", "reference", "exact"], default=None, help="noise-space objective (default l2, the paper's)")
     p.add_argument("--alpha", type=float, default=None, help="temperature alpha of the l2/exact objective (default 1)")
+    p.add_argument("--alpha-start", type=float, default=None,
+                   help="alpha before --alpha-ramp (a low temperature first lets the reward find a direction)")
+    p.add_argument("--alpha-ramp", type=int, nargs=2, default=None, metavar=("BEGIN", "END"),
+                   help="optimizer steps over which alpha moves geometrically from --alpha-start to --alpha")
     p.add_argument("--reg-weight", type=float, default=None, help="reg_weight of the reference objective (default 0.5)")
     p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16, or the generator's)")
     p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 x rank)")
@@ -29,7 +33,8 @@ def _configs(args, generator):
     from hypernoise.methods.hypernoise import default_config
 
     return default_config(generator, model=model_config(args), reward=args.reward, reward_weights=reward_weights(args),
-                          objective=args.objective, alpha=args.alpha, reg_weight=args.reg_weight, rank=args.rank,
+                          objective=args.objective, alpha=args.alpha, reg_weight=args.reg_weight,
+                          alpha_start=args.alpha_start, alpha_ramp=args.alpha_ramp, rank=args.rank,
                           lora_alpha=args.lora_alpha, **train_settings(args))
 
 
@@ -61,6 +66,7 @@ def run(args) -> int:
     if result.interrupted:
         print(f"interrupted at step {result.step}: checkpoint written; continue with --resume latest --out {out}")
         return 1
+    _report_trials(out)
     m = result.last_metrics
     print(f"trained {result.step} steps ({result.skipped_steps} skipped) in {result.seconds:.1f} s; "
           f"reward {m.get('reward', float('nan')):.4g}, kl {m.get('kl', float('nan')):.4g}")
@@ -68,6 +74,20 @@ def run(args) -> int:
         _report(task, args, out)
     print(f"adapter: {out}/adapter   metrics: {out}/metrics.jsonl")
     return 0
+
+
+def _report_trials(out) -> None:
+    """One line on the initialisation trials, when this run made them."""
+    import json
+
+    from hypernoise.training.trainer import TRIALS_FILE
+
+    path = out / TRIALS_FILE
+    if path.is_file():
+        record = json.loads(path.read_text())
+        scores = ", ".join(f"{t['score']:.4g}" for t in record["trials"])
+        print(f"init trials ({record['trial_steps']} steps each, mean loss of the second half): {scores}; "
+              f"kept trial {record['kept']} (init seed {record['trials'][record['kept']]['init_seed']})")
 
 
 def _report(task, args, out) -> None:

@@ -58,6 +58,11 @@ class NoiseHypernetwork(nn.Module):
             for k, v in state.items():
                 own[k].copy_(v)
 
+    def reinitialize(self, seed: int) -> None:
+        """Draw a fresh initialisation of the trainable weights from ``seed`` (f_phi = 0 again);
+        the global random state is left as it was."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-draw its initialisation")
+
     def config(self) -> dict:
         """Settings recorded in hypernoise.json so that the hypernetwork can be rebuilt."""
         return {"type": self.kind}

@@ -150,6 +150,18 @@ def _dispatch_grouped_conv(target: nn.Module, adapter_name: str, config, **kwarg
     return layer_class(target, adapter_name, config=config, r=kwargs["r"], lora_alpha=kwargs["lora_alpha"])
 
 
+def redraw_lora(layers: list, adapter_name: str, init: str, seed: int) -> None:
+    """Re-draw every LoRA A of ``adapter_name`` in ``layers`` from ``seed`` with peft's own
+    initialiser (``init``: gaussian or true) and zero every B, so the delta is 0 again. The global
+    random state is left as it was. Weights keep their dtype, device and ``requires_grad``."""
+    peft_init = "gaussian" if init == "gaussian" else True
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for layer in layers:
+            if adapter_name in layer.lora_A:
+                layer.reset_lora_parameters(adapter_name, peft_init)
+
+
 # --------------------------------------------------------------------------- adapter switches, checkpointing
 def _switch_adapters(layers: list, enabled: list) -> None:
     """Turn each LoRA layer's adapters on or off, as peft's forward reads them.
@@ -254,6 +266,9 @@ class LoRAHypernetwork(NoiseHypernetwork):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self._lora_params.values())
+
+    def reinitialize(self, seed: int) -> None:
+        redraw_lora(self._layers, self.settings.adapter_name, self.settings.init, seed)
 
     # ----------------------------------------------------------------- forward
     def forward(self, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:

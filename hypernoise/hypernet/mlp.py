@@ -35,6 +35,16 @@ class MLPHypernetwork(NoiseHypernetwork):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def reinitialize(self, seed: int) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for layer in self.net:
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
+        with torch.no_grad():
+            self.out.weight.zero_()
+            self.out.bias.zero_()
+
     def forward(self, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         h = self.net(noise.flatten(1).to(self.out.weight.dtype))
         return self.out(h).view_as(noise)

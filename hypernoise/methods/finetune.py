@@ -16,7 +16,7 @@ from torch import nn
 
 from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Generator
-from hypernoise.hypernet.lora import LoraSettings, default_target_modules
+from hypernoise.hypernet.lora import LoraSettings, default_target_modules, redraw_lora
 from hypernoise.training.task import TrainTask
 
 ADAPTER_NAME = "finetune_adapter"
@@ -51,6 +51,16 @@ class GeneratorLoRA(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self._params.values())
+
+    def reinitialize(self, seed: int) -> None:
+        """Re-draw A from ``seed`` and zero B: g itself again (see ``redraw_lora``)."""
+        from hypernoise.hypernet.lora import _tuner_layers
+
+        redraw_lora(_tuner_layers(self.generator.backbone), ADAPTER_NAME, "gaussian", seed)
+
+    @property
+    def generator(self) -> Generator:
+        return self._generator
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: p.detach() for k, p in self._params.items()}
@@ -87,6 +97,9 @@ class FineTuneTask(TrainTask):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self.lora.trainable_parameters()
+
+    def reinitialize(self, seed: int) -> None:
+        self.lora.reinitialize(seed)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return self.lora.trainable_state_dict()

@@ -111,15 +111,15 @@ def hypernoise_generate(generator: Generator, hypernet: Optional[NoiseHypernetwo
 
 
 #: keys of ``Generator.train_defaults`` besides TrainConfig's own fields
-_NON_TRAIN_KEYS = ("objective", "alpha", "reg_weight", "rank", "lora_alpha")
+_NON_TRAIN_KEYS = ("objective", "alpha", "reg_weight", "alpha_start", "alpha_ramp", "rank", "lora_alpha")
 
 
 def default_config(generator: Generator, model: Optional[ModelConfig] = None, reward: Optional[str] = None,
                    reward_weights: Optional[dict] = None, **given) -> HyperNoiseConfig:
     """A HyperNoiseConfig from what the user gave over the generator's ``train_defaults``.
 
-    ``given``: TrainConfig fields and ``objective``, ``alpha``, ``reg_weight``, ``rank``,
-    ``lora_alpha``; a value of None means "not given". Precedence: given > the generator's
+    ``given``: TrainConfig fields and ``objective``, ``alpha``, ``reg_weight``, ``alpha_start``,
+    ``alpha_ramp``, ``rank``, ``lora_alpha``; a value of None means "not given". Precedence: given > the generator's
     defaults > the dataclasses' defaults.
     """
     from hypernoise.errors import ConfigError
@@ -129,7 +129,8 @@ def default_config(generator: Generator, model: Optional[ModelConfig] = None, re
     if unknown:
         raise ConfigError(f"unknown training settings {unknown}")
     objective = ObjectiveConfig(kind=merged.pop("objective", "l2"), alpha=merged.pop("alpha", 1.0),
-                                reg_weight=merged.pop("reg_weight", 0.5))
+                                reg_weight=merged.pop("reg_weight", 0.5), alpha_start=merged.pop("alpha_start", None),
+                                alpha_ramp=merged.pop("alpha_ramp", (0, 0)))
     lora = LoraSettings(rank=merged.pop("rank", 16), alpha=merged.pop("lora_alpha", None))
     return HyperNoiseConfig(model=model or ModelConfig(generator=generator.name, pretrained=generator.pretrained),
                             reward=reward, reward_weights=reward_weights or {}, objective=objective, lora=lora,

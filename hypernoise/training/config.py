@@ -40,6 +40,8 @@ class TrainConfig:
     max_grad_norm: Optional[float] = field(default=1.0, metadata={"help": "gradient-norm clipping; None or 0 to disable"})
     noise_mode: str = field(default="shared", metadata={"help": "per-sample, shared (one noise per batch, the paper), fixed"})
     seed: int = field(default=0, metadata={"help": "seed of prompt order and noise"})
+    init_trials: int = field(default=1, metadata={"help": "initialisations tried for trial_steps each; the lowest-loss one trains on"})
+    trial_steps: int = field(default=100, metadata={"help": "optimizer steps of each initialisation trial"})
     num_steps: Optional[int] = field(default=None, metadata={"help": "generator steps during training (default: the generator's)"})
     checkpoint_every: int = field(default=0, metadata={"help": "write a checkpoint every N steps (0: only at the end)"})
     checkpoints_total_limit: Optional[int] = field(default=None, metadata={"help": "keep at most this many checkpoints"})
@@ -53,7 +55,8 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "gradient_accumulation_steps", "log_every", "max_nonfinite_streak"):
+        for name in ("steps", "batch_size", "gradient_accumulation_steps", "log_every", "max_nonfinite_streak",
+                     "init_trials", "trial_steps"):
             _positive(name, getattr(self, name))
         _positive("lr", self.lr, float)
         if self.num_steps is not None:
@@ -61,6 +64,8 @@ class TrainConfig:
         for name in ("warmup_steps", "checkpoint_every", "lipschitz_every"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.init_trials > 1 and self.trial_steps >= self.steps:
+            raise ConfigError(f"--trial-steps ({self.trial_steps}) must be below --steps ({self.steps}) when --init-trials > 1")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
         if self.noise_mode not in NOISE_MODES:

@@ -37,6 +37,13 @@ class TrainTask(nn.Module):
     def diagnostics(self, noise: torch.Tensor, prompts: Sequence[str], iters: int) -> dict[str, float]:
         return {}
 
+    def set_step(self, step: int) -> None:
+        """Told by the trainer before each optimizer step (0-based), for step-dependent losses."""
+
+    def reinitialize(self, seed: int) -> None:  # pragma: no cover
+        """Draw a fresh initialisation of the trainable weights from ``seed`` (for init trials)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-draw its initialisation")
+
     def enable_gradient_checkpointing(self) -> None:
         """Trade compute for memory in the backbone; tasks without one ignore it."""
 
@@ -68,6 +75,12 @@ class HyperNoiseTask(TrainTask):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self.hypernet.trainable_parameters()
+
+    def set_step(self, step: int) -> None:
+        self.objective.step = step
+
+    def reinitialize(self, seed: int) -> None:
+        self.hypernet.reinitialize(seed)
 
     def enable_gradient_checkpointing(self) -> None:
         self.generator.enable_gradient_checkpointing()

@@ -5,11 +5,21 @@ process. Data and noise are pure functions of (seed, micro-batch index) (see ``d
 resumed run replays exactly what an uninterrupted one would have seen. A step whose loss or
 gradient norm is not finite is skipped (no optimizer update) and counted; too many in a row stop
 the run. SIGINT and SIGTERM finish the current step, write a checkpoint and return.
+
+Initialisation trials (``init_trials`` K > 1): a small LoRA's first steps depend on its random
+initialisation, and under a strong noise-space penalty some draws never find the reward's
+direction. Before the run, K initialisations (the task's own, then re-draws from seeds seed + 1,
+..., seed + K - 1) each train ``trial_steps`` steps on the same prompts and noise from a fresh
+optimizer; the one with the lowest mean loss over the second half of its trial is kept and
+trains on from step ``trial_steps``, so the kept run is exactly the run that initialisation
+would have had alone. ``init_trials.json`` records every trial's score; a checkpoint is written
+right after the choice, so a resumed run never repeats the trials.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -31,6 +41,7 @@ from hypernoise.training.task import TrainTask
 
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
+TRIALS_FILE = "init_trials.json"
 
 
 @dataclass
@@ -134,6 +145,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config)
         self.model, self.optimizer = self.acc.prepare(self.task, self.optimizer)
         self.step, self.skipped, self.streak = 0, 0, 0
+        self._log_sink: Optional[list] = None  # metrics held back (initialisation trials) instead of logged
 
     # ----------------------------------------------------------------- state
     @property
@@ -184,7 +196,10 @@ class Trainer:
         prompt_sampler = PromptSampler(prompts, per * world, cfg.seed)
         noise_sampler = NoiseSampler(self.task.latent_shape, per * world, cfg.seed, cfg.noise_mode)
         self._truncate_metrics()
-        start, last, t0 = self.step, {}, time.perf_counter()
+        t0 = time.perf_counter()
+        if cfg.init_trials > 1 and resume_path is None and self.step == 0:
+            self._select_initialisation(prompt_sampler, noise_sampler, per, world)
+        start, last = self.step, {}
         bar = self._progress(start)
         with _StopFlag() as stop:
             while self.step < cfg.steps and stop.raised is None:
@@ -202,11 +217,56 @@ class Trainer:
         return TrainResult(self.step, self.skipped, last, str(resume_path) if resume_path else None,
                            interrupted, time.perf_counter() - t0, self.is_main)
 
-    def _progress(self, start: int):
+    def _progress(self, start: int, total: Optional[int] = None, desc: str = "train"):
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+        return tqdm(total=total or self.cfg.steps, initial=start, desc=desc, unit="step", dynamic_ncols=True,
                     disable=not (self.cfg.progress and self.is_main))
+
+    def _select_initialisation(self, prompt_sampler, noise_sampler, per: int, world: int) -> None:
+        """Run the initialisation trials (module docstring); leave the trainer in the kept trial's
+        state at step ``trial_steps``, its metrics logged, and a checkpoint written."""
+        cfg = self.cfg
+        fresh_optimizer = copy.deepcopy(self.optimizer.state_dict())
+        fresh_scheduler = copy.deepcopy(self.scheduler.state_dict())
+        own_init = {k: v.clone() for k, v in self.task.trainable_state_dict().items()}
+        trials, best = [], None
+        for k in range(cfg.init_trials):
+            seed = cfg.seed + k
+            if k == 0:
+                self.task.load_trainable_state_dict(own_init)
+            else:
+                self.task.reinitialize(seed)
+            self.optimizer.load_state_dict(copy.deepcopy(fresh_optimizer))
+            self.scheduler.load_state_dict(copy.deepcopy(fresh_scheduler))
+            self.step, self.skipped, self.streak, self._log_sink = 0, 0, 0, []
+            bar = self._progress(0, cfg.trial_steps, f"init {k + 1}/{cfg.init_trials}")
+            losses = []
+            for _ in range(cfg.trial_steps):
+                losses.append(self._train_step(prompt_sampler, noise_sampler, per, world)["loss"])
+                bar.update(1)
+            bar.close()
+            tail = [l for l in losses[len(losses) // 2:] if math.isfinite(l)]
+            score = sum(tail) / len(tail) if tail else math.inf
+            trials.append({"trial": k, "init_seed": seed, "score": score, "last_loss": losses[-1]})
+            if best is None or score < best["score"]:
+                best = {"score": score, "trial": k, "log": self._log_sink, "skipped": self.skipped, "streak": self.streak,
+                        "weights": {n: v.clone() for n, v in self.task.trainable_state_dict().items()},
+                        "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                        "scheduler": copy.deepcopy(self.scheduler.state_dict())}
+        self._log_sink = None
+        self.task.load_trainable_state_dict(best["weights"])
+        self.optimizer.load_state_dict(best["optimizer"])
+        self.scheduler.load_state_dict(best["scheduler"])
+        self.step, self.skipped, self.streak = cfg.trial_steps, best["skipped"], best["streak"]
+        for metrics in best["log"]:
+            self._log(metrics)
+        if self.is_main:
+            from hypernoise.io import write_json
+
+            write_json(self.out_dir / TRIALS_FILE, {"kept": best["trial"], "score": "mean loss over the second half of each trial",
+                                                   "trial_steps": cfg.trial_steps, "trials": trials})
+        self.save()
 
     def _train_step(self, prompt_sampler, noise_sampler, per: int, world: int) -> dict:
         cfg, acc = self.cfg, self.acc
@@ -214,6 +274,7 @@ class Trainer:
         rank = acc.process_index
         sums: dict[str, float] = {}
         dtype = self.task.noise_dtype
+        self.task.set_step(self.step)
         for micro in range(accum):
             index = self.step * accum + micro
             prompts = prompt_sampler.batch(index, rank, per)
@@ -264,6 +325,9 @@ class Trainer:
 
     # ----------------------------------------------------------------- logging
     def _log(self, metrics: dict) -> None:
+        if self._log_sink is not None:
+            self._log_sink.append(metrics)
+            return
         if not self.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)

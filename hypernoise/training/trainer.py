@@ -223,23 +223,30 @@ class Trainer:
         return tqdm(total=total or self.cfg.steps, initial=start, desc=desc, unit="step", dynamic_ncols=True,
                     disable=not (self.cfg.progress and self.is_main))
 
+    def _snapshot(self) -> dict:
+        """The trainable weights, optimizer and scheduler states and step counters, copied."""
+        return {"weights": {k: v.clone() for k, v in self.task.trainable_state_dict().items()},
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "scheduler": copy.deepcopy(self.scheduler.state_dict()),
+                "counters": (self.step, self.skipped, self.streak)}
+
+    def _restore(self, snap: dict) -> None:
+        self.task.load_trainable_state_dict(snap["weights"])
+        self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
+        self.scheduler.load_state_dict(copy.deepcopy(snap["scheduler"]))
+        self.step, self.skipped, self.streak = snap["counters"]
+
     def _select_initialisation(self, prompt_sampler, noise_sampler, per: int, world: int) -> None:
         """Run the initialisation trials (module docstring); leave the trainer in the kept trial's
         state at step ``trial_steps``, its metrics logged, and a checkpoint written."""
         cfg = self.cfg
-        fresh_optimizer = copy.deepcopy(self.optimizer.state_dict())
-        fresh_scheduler = copy.deepcopy(self.scheduler.state_dict())
-        own_init = {k: v.clone() for k, v in self.task.trainable_state_dict().items()}
+        fresh = self._snapshot()
         trials, best = [], None
         for k in range(cfg.init_trials):
-            seed = cfg.seed + k
-            if k == 0:
-                self.task.load_trainable_state_dict(own_init)
-            else:
-                self.task.reinitialize(seed)
-            self.optimizer.load_state_dict(copy.deepcopy(fresh_optimizer))
-            self.scheduler.load_state_dict(copy.deepcopy(fresh_scheduler))
-            self.step, self.skipped, self.streak, self._log_sink = 0, 0, 0, []
+            self._restore(fresh)
+            if k:
+                self.task.reinitialize(cfg.seed + k)
+            self._log_sink = []
             bar = self._progress(0, cfg.trial_steps, f"init {k + 1}/{cfg.init_trials}")
             losses = []
             for _ in range(cfg.trial_steps):
@@ -248,17 +255,11 @@ class Trainer:
             bar.close()
             tail = [l for l in losses[len(losses) // 2:] if math.isfinite(l)]
             score = sum(tail) / len(tail) if tail else math.inf
-            trials.append({"trial": k, "init_seed": seed, "score": score, "last_loss": losses[-1]})
-            if best is None or score < best["score"]:
-                best = {"score": score, "trial": k, "log": self._log_sink, "skipped": self.skipped, "streak": self.streak,
-                        "weights": {n: v.clone() for n, v in self.task.trainable_state_dict().items()},
-                        "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-                        "scheduler": copy.deepcopy(self.scheduler.state_dict())}
+            trials.append({"trial": k, "init_seed": cfg.seed + k, "score": score, "last_loss": losses[-1]})
+            if best is None or score < trials[best["trial"]]["score"]:
+                best = {"trial": k, "log": self._log_sink, "state": self._snapshot()}
         self._log_sink = None
-        self.task.load_trainable_state_dict(best["weights"])
-        self.optimizer.load_state_dict(best["optimizer"])
-        self.scheduler.load_state_dict(best["scheduler"])
-        self.step, self.skipped, self.streak = cfg.trial_steps, best["skipped"], best["streak"]
+        self._restore(best["state"])
         for metrics in best["log"]:
             self._log(metrics)
         if self.is_main:

@@ -68,7 +68,8 @@ def default_target_modules(backbone: nn.Module) -> list[str]:
     return names
 
 
-def _tuner_layers(backbone: nn.Module) -> list[nn.Module]:
+def tuner_layers(backbone: nn.Module) -> list[nn.Module]:
+    """Every peft LoRA layer inside ``backbone`` (whatever adapters it holds)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     return [m for m in backbone.modules() if isinstance(m, BaseTunerLayer)]
@@ -193,7 +194,7 @@ def adapter_state_checkpoint(module: nn.Module, *args, **kwargs):
     """
     from torch.utils.checkpoint import checkpoint
 
-    layers = _tuner_layers(module)
+    layers = tuner_layers(module)
     enabled = [not layer.disable_adapters for layer in layers]
 
     def contexts():
@@ -234,7 +235,7 @@ class LoRAHypernetwork(NoiseHypernetwork):
         for p in self._lora_params.values():  # trainable weights stay fp32 (diffusers' cast_training_params)
             p.data = p.data.float()
             p.requires_grad_(True)
-        self._layers = _tuner_layers(backbone)
+        self._layers = tuner_layers(backbone)
         self._hook = self._install_delta_only(generator.final_projection)
 
     # ----------------------------------------------------------------- structure

@@ -16,7 +16,7 @@ from torch import nn
 
 from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Generator
-from hypernoise.hypernet.lora import LoraSettings, default_target_modules, redraw_lora
+from hypernoise.hypernet.lora import LoraSettings, default_target_modules, redraw_lora, tuner_layers
 from hypernoise.training.task import TrainTask
 
 ADAPTER_NAME = "finetune_adapter"
@@ -54,9 +54,7 @@ class GeneratorLoRA(nn.Module):
 
     def reinitialize(self, seed: int) -> None:
         """Re-draw A from ``seed`` and zero B: g itself again (see ``redraw_lora``)."""
-        from hypernoise.hypernet.lora import _tuner_layers
-
-        redraw_lora(_tuner_layers(self.generator.backbone), ADAPTER_NAME, "gaussian", seed)
+        redraw_lora(tuner_layers(self.generator.backbone), ADAPTER_NAME, "gaussian", seed)
 
     @property
     def generator(self) -> Generator:

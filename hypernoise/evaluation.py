@@ -250,7 +250,8 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     va, ua = torch.linalg.eigh(ca)
     root = ua @ torch.diag(va.clamp_min(0).sqrt()) @ ua.T
     cross = torch.linalg.eigvalsh(root @ cb @ root).clamp_min(0).sqrt().sum()
-    return float((mu_a - mu_b).pow(2).sum() + ca.trace() + cb.trace() - 2 * cross)
+    # >= 0 in exact arithmetic; rounding leaves about -1e-12 for identical sets
+    return max(0.0, float((mu_a - mu_b).pow(2).sum() + ca.trace() + cb.trace() - 2 * cross))
 
 
 def _used(options: dict, spec: str) -> dict:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from hypernoise.errors import ConfigError
+from hypernoise.evaluation import frechet_distance  # the one Fréchet distance of the library
 from hypernoise.world.generator import ASSETS, load_weights
 from hypernoise.world.grammar import CATEGORIES, COLORS, SHAPES, parse_prompt
 from hypernoise.world.models import SegmentationNet
@@ -155,17 +156,6 @@ class WorldEvaluator(torch.nn.Module):
     def fidelity(self, images: torch.Tensor, reference: torch.Tensor) -> float:
         """Fréchet distance between ``images`` and ``reference`` images in feature space."""
         return frechet_distance(self.features(images).double(), self.features(reference).double())
-
-
-def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) for features [N, F] (as in FID)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = torch.cov(a.T), torch.cov(b.T)
-    # tr sqrt(S_a S_b) = sum of sqrt of the eigenvalues of S_a^(1/2) S_b S_a^(1/2) (symmetric PSD)
-    w, v = torch.linalg.eigh(s_a)
-    root_a = v @ torch.diag(w.clamp(min=0).sqrt()) @ v.T
-    cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp(min=0).sqrt().sum()
-    return float((mu_a - mu_b).square().sum() + s_a.trace() + s_b.trace() - 2 * cross)
 
 
 _DEFAULT: dict = {}

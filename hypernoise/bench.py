@@ -31,7 +31,7 @@ class BenchConfig:
     """What the benchmark runs. Training settings default to the generator's own defaults."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    seeds: Sequence[int] = field(default=(0, 1), metadata={"help": "seeds per held-out prompt"})
+    seeds: Sequence[int] = field(default=tuple(range(8)), metadata={"help": "seeds per held-out prompt"})
     reward: Optional[str] = field(default=None, metadata={"help": "reward of every method (default: the generator's)"})
     hypernoise_adapter: Optional[str] = field(default=None, metadata={"help": "reuse this adapter instead of training"})
     finetune_adapter: Optional[str] = field(default=None, metadata={"help": "reuse this adapter instead of training"})

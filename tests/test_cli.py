@@ -49,6 +49,7 @@ def _bad_cases(tmp):
         (["train", "--generator", "toy2d", "--alpha-start", "0.1", "--alpha-ramp", "9", "3"], "--alpha-ramp takes two steps"),
         (["train", "--generator", "toy2d", "--init-trials", "2", "--steps", "50", "--trial-steps", "50"], "--trial-steps (50) must be below --steps (50)"),
         (["train", "--generator", "toy2d", "--init-trials", "0"], "--init-trials must be a positive integer"),
+        (["train", "--eval-seeds", "0"], "--eval-seeds must be at least 1"),
         (["train", "--generator", "toy2d", "--method", "magic"], "invalid choice: 'magic'"),
         (["train", "--generator", "toy2d", "--prompts", str(tmp / "missing.txt")], "does not exist"),
         (["train", "--generator", "toy2d", "--prompts", str(tmp / "empty")], "holds no prompt"),

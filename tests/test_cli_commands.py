@@ -132,13 +132,14 @@ def test_main_job_reports_world_geneval_before_and_after(tmp_path, capsys):
     from hypernoise.evaluation import EvalConfig, evaluate
 
     out = tmp_path / "main"
-    assert main(["train", "--steps", "2", "--no-progress", "--out", str(out)]) == 0  # the built-in world
+    assert main(["train", "--steps", "2", "--eval-seeds", "2", "--no-progress", "--out", str(out)]) == 0  # the built-in world
     printed = capsys.readouterr().out
     assert "overall" in printed and "fidelity dist." in printed
     scores = json.loads((out / "before_after.json").read_text())
     gen = build_generator("shapes")
     fresh = evaluate(gen, gen.default_prompts("test"), EvalConfig(method="base", seeds=(0, 1), batch_size=32))
     assert scores["base"]["geneval"] == fresh["geneval"]  # the base really is g, adapters off
+    assert scores["base"]["n_images"] == scores["hypernoise"]["n_images"] == 2 * len(gen.default_prompts("test"))
     assert 0.3 <= scores["base"]["geneval"]["overall"] <= 0.7
     assert scores["hypernoise"]["cost"]["nfe_per_image"] == scores["base"]["cost"]["nfe_per_image"] + 1
 
@@ -162,7 +163,8 @@ def test_same_seed_same_command_gives_the_same_adapter_and_images(tmp_path):
         assert done.returncode == 0, done.stderr
 
     for name in ("a", "b"):
-        run("train", "--steps", "3", "--batch-size", "4", "--seed", "7", "--no-progress", "--out", str(tmp_path / name))
+        run("train", "--steps", "3", "--batch-size", "4", "--seed", "7", "--eval-seeds", "1", "--no-progress",
+            "--out", str(tmp_path / name))
         run("generate", "--prompt", "a photo of two squares", "--seed", "3", "--adapter", str(tmp_path / name / "adapter"),
             "--compare", "--out", str(tmp_path / f"images-{name}"))
     wa, wb = (load_file(str(tmp_path / n / "adapter" / "adapter_model.safetensors")) for n in ("a", "b"))

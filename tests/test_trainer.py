@@ -282,3 +282,17 @@ def test_reinitialize_redraws_a_zero_map_from_its_seed_and_spares_the_global_rng
     assert all(torch.equal(v, module.trainable_state_dict()[k]) for k, v in first.items())
     module.reinitialize(8)
     assert any(not torch.equal(v, module.trainable_state_dict()[k]) for k, v in first.items())
+
+
+def test_a_generators_default_trials_apply_to_runs_longer_than_one_trial():
+    from hypernoise.errors import ConfigError
+    from hypernoise.methods.hypernoise import default_config
+
+    gen = build_generator("tiny")
+    gen.train_defaults = {"init_trials": 3, "trial_steps": 100, "steps": 800}
+    assert default_config(gen).train.init_trials == 3
+    assert default_config(gen, steps=101).train.init_trials == 3
+    assert default_config(gen, steps=100).train.init_trials == 1  # a smoke test, not a run to choose an init for
+    assert default_config(gen, steps=50, trial_steps=10).train.init_trials == 3
+    with pytest.raises(ConfigError, match="--trial-steps"):  # trials the user asked for are not dropped
+        default_config(gen, steps=5, init_trials=3)

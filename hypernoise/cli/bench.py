@@ -9,8 +9,13 @@ def add_arguments(p) -> None:
     add_model_args(p)
     p.add_argument("--reward", default=None, help="reward of every method (default: the generator's)")
     add_reward_weights_arg(p)
-    p.add_argument("--seeds", default="0,1", help="seeds per held-out prompt")
+    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7",
+                   help="seeds per held-out prompt (default 0-7: the 960 images the main job reports on the world)")
     p.add_argument("--steps", type=int, default=None, help="training steps of HyperNoise and fine-tuning (default: the generator's)")
+    p.add_argument("--alpha", type=float, default=None, help="temperature of HyperNoise training (default: the generator's)")
+    p.add_argument("--init-trials", type=int, default=None,
+                   help="initialisation trials of both trained methods (default: the generator's)")
+    p.add_argument("--trial-steps", type=int, default=None, help="optimizer steps of each trial (default: the generator's)")
     p.add_argument("--hypernoise-adapter", default=None, help="reuse this HyperNoise adapter instead of training one")
     p.add_argument("--finetune-adapter", default=None, help="reuse this fine-tuning adapter instead of training one")
     p.add_argument("--curve-points", type=int, default=5, help="checkpoints traced along training for the reward/fidelity curve")
@@ -31,7 +36,9 @@ def run(args) -> int:
     model = model_config(args)
     generator = model.build()
     train = default_config(generator, model=model, reward=args.reward, reward_weights=reward_weights(args),
-                           steps=args.steps, progress=False if args.no_progress else None)
+                           steps=args.steps, alpha=args.alpha, init_trials=args.init_trials,
+                           trial_steps=args.trial_steps,
+                           progress=False if args.no_progress else None)
     cfg = BenchConfig(model=model, seeds=_seeds(args.seeds), reward=args.reward, train=train,
                       hypernoise_adapter=args.hypernoise_adapter, finetune_adapter=args.finetune_adapter,
                       curve_points=args.curve_points, reno_iters=args.iters, n=args.n, progress=not args.no_progress)

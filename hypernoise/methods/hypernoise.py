@@ -114,17 +114,27 @@ def hypernoise_generate(generator: Generator, hypernet: Optional[NoiseHypernetwo
 _NON_TRAIN_KEYS = ("objective", "alpha", "reg_weight", "alpha_start", "alpha_ramp", "rank", "lora_alpha")
 
 
+def _field_default(name: str):
+    return TrainConfig.__dataclass_fields__[name].default
+
+
 def default_config(generator: Generator, model: Optional[ModelConfig] = None, reward: Optional[str] = None,
                    reward_weights: Optional[dict] = None, **given) -> HyperNoiseConfig:
     """A HyperNoiseConfig from what the user gave over the generator's ``train_defaults``.
 
     ``given``: TrainConfig fields and ``objective``, ``alpha``, ``reg_weight``, ``alpha_start``,
     ``alpha_ramp``, ``rank``, ``lora_alpha``; a value of None means "not given". Precedence: given > the generator's
-    defaults > the dataclasses' defaults.
+    defaults > the dataclasses' defaults. The generator's ``init_trials`` is dropped when the run is
+    no longer than one trial (a short run is a smoke test); trials the user asks for are kept, and
+    such a run is an error.
     """
     from hypernoise.errors import ConfigError
 
-    merged = {**generator.train_defaults, **{k: v for k, v in given.items() if v is not None}}
+    given = {k: v for k, v in given.items() if v is not None}
+    merged = {**generator.train_defaults, **given}
+    if "init_trials" not in given and merged.get("steps", _field_default("steps")) <= merged.get(
+            "trial_steps", _field_default("trial_steps")):
+        merged.pop("init_trials", None)  # the generator's trials need a run longer than one trial
     unknown = sorted(set(merged) - set(TrainConfig.__dataclass_fields__) - set(_NON_TRAIN_KEYS))
     if unknown:
         raise ConfigError(f"unknown training settings {unknown}")

@@ -146,6 +146,7 @@ def load_adapter(generator: Generator, folder, on_build: Optional[Callable] = No
     weights = _read_weights(folder)
     try:
         hypernet = HYPERNETS.build(config.get("type", "lora"), generator=generator, config=config)
+        hypernet.set_passes(config.get("passes", 1))  # ConfigError is a ValueError
     except (KeyError, TypeError, ValueError) as e:
         raise AdapterError(f"adapter {folder} has an unusable hypernetwork config ({e})") from None
     try:

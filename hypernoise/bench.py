@@ -35,6 +35,8 @@ class BenchConfig:
     reward: Optional[str] = field(default=None, metadata={"help": "reward of every method (default: the generator's)"})
     hypernoise_adapter: Optional[str] = field(default=None, metadata={"help": "reuse this adapter instead of training"})
     finetune_adapter: Optional[str] = field(default=None, metadata={"help": "reuse this adapter instead of training"})
+    hypernoise_passes: Optional[int] = field(default=None, metadata={
+        "help": "apply HyperNoise's map K times at evaluation (default: the adapter's; training is one pass)"})
     train: Optional[HyperNoiseConfig] = field(default=None, metadata={"help": "training of both methods"})
     curve_points: int = field(default=5, metadata={"help": "checkpoints traced along each training run"})
     reno_iters: int = field(default=50, metadata={"help": "ReNO iterations"})
@@ -131,7 +133,8 @@ def run_bench(cfg: BenchConfig, out_dir, generator=None) -> dict:
             adapters[method] = _train(method, cfg, train_cfg, train_prompts, out / f"train-{method}")
             curves[method] = _curve(method, out / f"train-{method}", cfg, train_cfg, prompts, curve_base)
         ecfg = EvalConfig(method=method, seeds=tuple(cfg.seeds), reward=cfg.reward, adapter=adapters.get(method),
-                          n=cfg.n, reno=RenoConfig(iters=cfg.reno_iters), batch_size=cfg.batch_size)
+                          n=cfg.n, reno=RenoConfig(iters=cfg.reno_iters), batch_size=cfg.batch_size,
+                          passes=cfg.hypernoise_passes if method == "hypernoise" else None)
         images: list = []
         methods[method] = evaluate(cfg.model.build(), prompts, ecfg, out / method, images_out=images)
         feats[method] = image_features(images, gen.judge())

@@ -50,6 +50,8 @@ class EvalConfig:
     reward_weights: dict = field(default_factory=dict, metadata={"help": "per-reward builder options"})
     n: int = field(default=50, metadata={"help": "N of best-of-N"})
     reno: RenoConfig = field(default_factory=RenoConfig)
+    passes: Optional[int] = field(default=None, metadata={
+        "help": "hypernoise: times the map x <- x + f_phi(x, c) is applied (default: the adapter's)"})
     batch_size: int = field(default=8, metadata={"help": "images per batch"})
     geneval_layout: bool = field(default=False, metadata={"help": "also write GenEval's folder layout"})
     fidelity: bool = field(default=True, metadata={"help": "compute the fidelity distance where the judge has one"})
@@ -61,6 +63,10 @@ class EvalConfig:
             METHODS.get(self.method)  # raises UnknownNameError listing the methods
         if not self.seeds:
             raise ConfigError("--seeds needs at least one seed, e.g. --seeds 0,1,2,3")
+        if self.passes is not None and (int(self.passes) != self.passes or self.passes < 1):
+            raise ConfigError(f"--hypernet-passes must be a positive integer, got {self.passes}")
+        if self.passes is not None and self.method != "hypernoise":
+            raise ConfigError(f"--hypernet-passes applies to --method hypernoise, not {self.method}")
         if int(self.batch_size) < 1:
             raise ConfigError(f"--batch-size must be a positive integer, got {self.batch_size}")
         if self.method in ADAPTER_METHODS and not self.adapter and not self.adapter_given:
@@ -99,10 +105,11 @@ def _run_base(ctx: EvalContext, noise, prompts) -> MethodOutput:
 @torch.no_grad()
 def _run_hypernoise(ctx: EvalContext, noise, prompts) -> MethodOutput:
     gen, hyper = ctx.generator, ctx.adapter
-    cost = Cost(generator_forward=float(gen.nfe(ctx.config.num_steps)), hypernet_forward=1.0)
+    passes = ctx.config.passes or hyper.passes  # each pass of the map is one hypernetwork forward
+    cost = Cost(generator_forward=float(gen.nfe(ctx.config.num_steps)), hypernet_forward=float(passes))
     with measure(cost, noise.device, len(prompts)):
         cond = gen.encode(prompts)
-        modulated = hyper.modulate(noise, cond)
+        modulated = hyper.modulate(noise, cond, passes)
         with hyper.adapters_disabled():
             samples = gen.generate(modulated, cond, ctx.config.num_steps)
     return MethodOutput(samples, cost, noise=modulated)

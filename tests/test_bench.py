@@ -29,15 +29,18 @@ def test_bench_runs_every_method_and_writes_its_files(tmp_path):
     assert "| hypernoise |" in (tmp_path / "bench.md").read_text()
 
 
-def test_bench_command_trains_hypernoise_at_the_temperature_and_trials_given(tmp_path):
+def test_bench_command_trains_hypernoise_at_the_temperature_and_trials_given_and_applies_its_passes(tmp_path):
     from hypernoise.cli.main import main
 
     out = tmp_path / "bench"
     assert main(["bench", "--generator", "tiny", "--reward", "redness", "--steps", "3", "--seeds", "0", "--iters", "2",
                  "--n", "2", "--curve-points", "1", "--alpha", "0.3", "--init-trials", "2", "--trial-steps", "1",
-                 "--no-progress", "--out", str(out)]) == 0
+                 "--hypernet-passes", "2", "--no-progress", "--out", str(out)]) == 0
     settings = json.loads((out / "train-hypernoise" / "adapter" / "hypernoise.json").read_text())["settings"]
     assert settings["objective"]["alpha"] == 0.3
     for method in ("hypernoise", "finetune"):
         assert len(json.loads((out / f"train-{method}" / "init_trials.json").read_text())["trials"]) == 2
-    assert json.loads((out / "bench.json").read_text())["seeds"] == [0]
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["seeds"] == [0]
+    hn, base = bench["methods"]["hypernoise"]["cost"], bench["methods"]["base"]["cost"]
+    assert hn["hypernet_forward"] == 2 and hn["nfe_per_image"] == base["nfe_per_image"] + 2  # evaluated with 2 passes

@@ -55,6 +55,14 @@ def test_generate_compare_writes_both_rows_and_a_grid(tmp_path, tiny_adapter):
     (["evaluate", "--generator", "tiny", "--method", "hypernoise", "--out", "{tmp}/x"], "needs --adapter"),
     (["evaluate", "--generator", "tiny", "--seeds", "a,b", "--out", "{tmp}/x"], "--seeds must be comma-separated"),
     (["evaluate", "--generator", "tiny", "--method", "magic", "--out", "{tmp}/x"], "invalid choice"),
+    (["evaluate", "--generator", "tiny", "--hypernet-passes", "2", "--out", "{tmp}/x"], "applies to --method hypernoise"),
+    (["evaluate", "--generator", "tiny", "--method", "hypernoise", "--adapter", "{toy}", "--hypernet-passes", "0",
+      "--out", "{tmp}/x"], "--hypernet-passes must be a positive integer"),
+    (["generate", "--generator", "tiny", "--prompt", "a", "--hypernet-passes", "2", "--out", "{tmp}/x"],
+     "--hypernet-passes needs --adapter"),
+    (["train", "--generator", "tiny", "--hypernet-passes", "0", "--out", "{tmp}/x"], "--hypernet-passes must be a positive"),
+    (["train", "--generator", "tiny", "--method", "finetune", "--hypernet-passes", "2", "--out", "{tmp}/x"],
+     "applies to --method hypernoise"),
 ])
 def test_command_errors_are_one_line(tmp_path, capsys, argv, message):
     toy = build_generator("toy2d")
@@ -85,6 +93,28 @@ def test_evaluate_writes_results_json(tmp_path, tiny_adapter):
     res = json.loads((out / "results.json").read_text())
     assert res["method"] == "hypernoise" and res["n_images"] == 4
     assert res["cost"]["nfe_per_image"] == build_generator("tiny").default_steps + 1
+
+
+def test_passes_train_into_the_adapter_and_evaluate_overrides_them(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red square\na photo\n")
+    run = tmp_path / "run"
+    assert main(["train", "--generator", "tiny", "--reward", "redness", "--prompts", str(prompts), "--steps", "2",
+                 "--batch-size", "2", "--hypernet-passes", "2", "--no-progress", "--out", str(run)]) == 0
+    meta = json.loads((run / "adapter" / "hypernoise.json").read_text())
+    assert meta["hypernetwork"]["passes"] == 2
+    steps = build_generator("tiny").default_steps
+    common = ["evaluate", "--generator", "tiny", "--method", "hypernoise", "--adapter", str(run / "adapter"),
+              "--prompts", str(prompts), "--seeds", "0", "--reward", "redness"]
+    for extra, passes in (([], 2), (["--hypernet-passes", "3"], 3)):
+        out = tmp_path / f"ev{passes}"
+        assert main(common + extra + ["--out", str(out)]) == 0
+        cost = json.loads((out / "results.json").read_text())["cost"]
+        assert cost["hypernet_forward"] == passes and cost["nfe_per_image"] == steps + passes
+    gen = tmp_path / "gen"
+    assert main(["generate", "--generator", "tiny", "--adapter", str(run / "adapter"), "--prompt", "a",
+                 "--hypernet-passes", "3", "--out", str(gen)]) == 0
+    assert Image.open(gen / "hypernoise" / "000-a-seed0.png").text["passes"] == "3"
 
 
 def test_finetune_trains_through_the_cli_and_evaluates(tmp_path):

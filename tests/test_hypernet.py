@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hypernoise.adapter import load_adapter, save_adapter
-from hypernoise.errors import AdapterError
+from hypernoise.errors import AdapterError, ConfigError
 from hypernoise.generators import build_generator
 from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, default_target_modules
 from hypernoise.objective import NoiseObjective
@@ -171,3 +171,52 @@ def test_mlp_hypernetwork_is_zero_at_init():
     x = torch.randn(5, 3, 2)
     assert torch.equal(h(x, {}), torch.zeros_like(x))
     assert torch.equal(h.modulate(x, {}), x)
+
+
+def test_passes_compose_the_map_and_one_pass_is_the_plain_map(tiny_generator):
+    gen = tiny_generator
+    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4))
+    _train_a_little(gen, hyper)
+    noise, cond = gen.sample_noise(2, seed=3), gen.encode(["a red square", "x"])
+    with torch.no_grad():
+        f0 = hyper(noise, cond)
+        assert torch.equal(hyper.displacement(noise, cond), f0)  # K = 1: exactly f_phi
+        twice = hyper.modulate(noise, cond, passes=2)
+        torch.testing.assert_close(twice, noise + f0 + hyper(noise + f0, cond))
+        assert not torch.allclose(twice, noise + f0)
+        hyper.set_passes(3)
+        x = noise
+        for _ in range(3):
+            x = x + hyper(x, cond)
+        torch.testing.assert_close(hyper.modulate(noise, cond), x)
+    with pytest.raises(ConfigError, match="positive integer"):
+        hyper.set_passes(0)
+
+
+def test_training_with_passes_charges_the_total_displacement(tiny_generator):
+    gen = tiny_generator
+    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4))
+    _train_a_little(gen, hyper)
+    hyper.set_passes(2)
+    task = HyperNoiseTask(gen, hyper, build_reward("redness"), NoiseObjective())
+    noise, prompts = gen.sample_noise(2, seed=1), ["a red square", "a photo"]
+    terms = task(noise, prompts)
+    with torch.no_grad():
+        total = hyper.modulate(noise, gen.encode(prompts)) - noise
+    assert terms["reg"].item() == pytest.approx(0.5 * total.pow(2).flatten(1).sum(1).mean().item(), rel=1e-5)
+    terms["loss"].backward()  # gradients flow through both passes
+    assert all(p.grad is not None for p in hyper.trainable_parameters())
+
+
+def test_adapter_keeps_its_passes(tiny_generator, tmp_path):
+    gen = tiny_generator
+    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4)).set_passes(2)
+    _train_a_little(gen, hyper)
+    folder = save_adapter(tmp_path / "adapter", hyper, gen)
+    loaded = load_adapter(build_generator("tiny"), folder)
+    assert loaded.passes == 2
+    meta = json.loads((folder / "hypernoise.json").read_text())
+    meta["hypernetwork"]["passes"] = 0
+    (folder / "hypernoise.json").write_text(json.dumps(meta))
+    with pytest.raises(AdapterError, match="passes must be a positive integer"):
+        load_adapter(build_generator("tiny"), folder)

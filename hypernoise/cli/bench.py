@@ -18,6 +18,9 @@ def add_arguments(p) -> None:
     p.add_argument("--trial-steps", type=int, default=None, help="optimizer steps of each trial (default: the generator's)")
     p.add_argument("--hypernoise-adapter", default=None, help="reuse this HyperNoise adapter instead of training one")
     p.add_argument("--finetune-adapter", default=None, help="reuse this fine-tuning adapter instead of training one")
+    p.add_argument("--hypernet-passes", type=int, default=None, metavar="K",
+                   help="apply HyperNoise's map x <- x + f_phi(x, c) K times at evaluation (default: the adapter's, 1); "
+                        "each pass is one more forward")
     p.add_argument("--curve-points", type=int, default=5, help="checkpoints traced along training for the reward/fidelity curve")
     p.add_argument("--iters", type=int, default=50, help="ReNO iterations")
     p.add_argument("--n", type=int, default=50, help="N of best-of-N")
@@ -27,12 +30,13 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from hypernoise.bench import BenchConfig, run_bench
-    from hypernoise.cli.common import configure_threads, model_config, reward_weights
+    from hypernoise.cli.common import configure_threads, hypernet_passes, model_config, reward_weights
     from hypernoise.cli.evaluate import _seeds
     from hypernoise.io import prepare_output
     from hypernoise.methods.hypernoise import default_config
 
     configure_threads(args)
+    passes = hypernet_passes(args)
     model = model_config(args)
     generator = model.build()
     train = default_config(generator, model=model, reward=args.reward, reward_weights=reward_weights(args),
@@ -41,6 +45,7 @@ def run(args) -> int:
                            progress=False if args.no_progress else None)
     cfg = BenchConfig(model=model, seeds=_seeds(args.seeds), reward=args.reward, train=train,
                       hypernoise_adapter=args.hypernoise_adapter, finetune_adapter=args.finetune_adapter,
+                      hypernoise_passes=passes,
                       curve_points=args.curve_points, reno_iters=args.iters, n=args.n, progress=not args.no_progress)
     out = prepare_output(args.out, overwrite=args.overwrite)
     bench = run_bench(cfg, out, generator=generator)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Optional
 
 from hypernoise.errors import ConfigError
 from hypernoise.methods.hypernoise import ModelConfig
@@ -63,6 +64,23 @@ def configure_threads(args) -> None:
 def add_reward_weights_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward-weights", action="append", default=None, metavar="NAME=PATH",
                    help="weights of one reward: a local folder, file or Hub id (repeatable), e.g. hps=weights/hps")
+
+
+def add_passes_arg(p: argparse.ArgumentParser, training: bool = False) -> None:
+    """``--hypernet-passes K``: how many times the noise map x <- x + f_phi(x, c) is applied."""
+    where = ("in training and by default at inference (default 1, the paper's)" if training
+             else "at inference (default: the adapter's, 1 unless it was trained with more)")
+    p.add_argument("--hypernet-passes", type=int, default=None, metavar="K",
+                   help=f"apply the hypernetwork's map x <- x + f_phi(x, c) K times {where}; each pass is one "
+                        "more forward of the backbone")
+
+
+def hypernet_passes(args) -> Optional[int]:
+    """The ``--hypernet-passes`` value, checked (None when not given)."""
+    k = getattr(args, "hypernet_passes", None)
+    if k is not None and k < 1:
+        raise ConfigError(f"--hypernet-passes must be a positive integer, got {k}")
+    return k
 
 
 def reward_weights(args) -> dict:

@@ -16,7 +16,7 @@ def _seeds(text: str) -> tuple:
 
 
 def add_arguments(p) -> None:
-    from hypernoise.cli.common import add_model_args, add_output_args, add_reward_weights_arg
+    from hypernoise.cli.common import add_model_args, add_output_args, add_passes_arg, add_reward_weights_arg
     from hypernoise.evaluation import METHODS
 
     add_model_args(p)
@@ -30,13 +30,14 @@ def add_arguments(p) -> None:
     p.add_argument("--score-with", default=None, help="reward spec to report (default: --reward)")
     p.add_argument("--iters", type=int, default=50, help="ReNO iterations")
     p.add_argument("--n", type=int, default=50, help="N of best-of-N")
+    add_passes_arg(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per batch")
     p.add_argument("--geneval-layout", action="store_true", help="also write GenEval's folder layout of PNGs")
     add_output_args(p)
 
 
 def run(args) -> int:
-    from hypernoise.cli.common import configure_threads, model_config, reward_weights
+    from hypernoise.cli.common import configure_threads, hypernet_passes, model_config, reward_weights
     from hypernoise.errors import ConfigError
     from hypernoise.evaluation import EvalConfig, evaluate
     from hypernoise.io import prepare_output, read_prompt_records
@@ -46,7 +47,8 @@ def run(args) -> int:
     configure_threads(args)
     cfg = EvalConfig(method=args.method, seeds=_seeds(args.seeds), num_steps=args.num_steps, reward=args.reward,
                      score_with=args.score_with, adapter=args.adapter, n=args.n, reno=RenoConfig(iters=args.iters),
-                     batch_size=args.batch_size, geneval_layout=args.geneval_layout, reward_weights=reward_weights(args))
+                     passes=hypernet_passes(args), batch_size=args.batch_size, geneval_layout=args.geneval_layout,
+                     reward_weights=reward_weights(args))
     for spec in (args.reward, args.score_with):
         if spec:
             parse_spec(spec)

@@ -6,7 +6,7 @@ import re
 
 
 def add_arguments(p) -> None:
-    from hypernoise.cli.common import add_model_args, add_output_args
+    from hypernoise.cli.common import add_model_args, add_output_args, add_passes_arg
 
     add_model_args(p)
     p.add_argument("--adapter", default=None, help="adapter folder written by `hypernoise train` (or the paper's peft folder)")
@@ -16,6 +16,7 @@ def add_arguments(p) -> None:
     p.add_argument("--num-images", type=int, default=1, help="images per prompt (seeds seed, seed+1, ...)")
     p.add_argument("--num-steps", type=int, default=None, help="generator steps (default: the generator's)")
     p.add_argument("--batch-size", type=int, default=4, help="images per batch")
+    add_passes_arg(p)
     p.add_argument("--compare", action="store_true", help="also write base images from the same noise and a side-by-side grid")
     add_output_args(p)
 
@@ -33,7 +34,7 @@ def _positive(name: str, value) -> None:
 
 def run(args) -> int:
     from hypernoise.adapter import load_adapter
-    from hypernoise.cli.common import configure_threads, model_config
+    from hypernoise.cli.common import configure_threads, hypernet_passes, model_config
     from hypernoise.errors import ConfigError
     from hypernoise.io import find_prompts, prepare_output
     from hypernoise.methods.generate import compare_grid, generate_images, save_png
@@ -44,15 +45,20 @@ def run(args) -> int:
     prompts = find_prompts(args.prompt, args.prompts)
     if not prompts:
         raise ConfigError("no prompt given; pass --prompt TEXT (repeatable) or --prompts FILE")
+    passes = hypernet_passes(args)
+    if passes and not args.adapter:
+        raise ConfigError("--hypernet-passes needs --adapter DIR (it sets how the hypernetwork is applied)")
     if args.compare and not args.adapter:
         raise ConfigError("--compare needs --adapter DIR (it compares base and HyperNoise images)")
     generator = model_config(args).build()
     hypernet = load_adapter(generator, args.adapter) if args.adapter else None
+    if hypernet is not None and passes:
+        hypernet.set_passes(passes)
     generator.check_prompts(prompts)
     out = prepare_output(args.out, overwrite=args.overwrite)
     seeds = list(range(args.seed, args.seed + args.num_images))
     meta = {"generator": generator.name, "num_steps": args.num_steps or generator.default_steps,
-            "adapter": args.adapter}
+            "adapter": args.adapter, **({"passes": hypernet.passes} if hypernet is not None else {})}
     images = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size)
     names = [f"{i:03d}-{_slug(p)}-seed{s}.png" for i, p in enumerate(prompts) for s in seeds]
     pairs = [(p, s) for p in prompts for s in seeds]

@@ -10,7 +10,8 @@ EVAL_SEEDS = 8
 
 
 def add_arguments(p) -> None:
-    from hypernoise.cli.common import add_model_args, add_output_args, add_reward_weights_arg, add_train_args
+    from hypernoise.cli.common import (add_model_args, add_output_args, add_passes_arg, add_reward_weights_arg,
+                                       add_train_args)
 
     add_model_args(p)
     p.add_argument("--reward", default=None, help="reward spec name:weight[,...] or preset (default: the generator's)")
@@ -27,6 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("--reg-weight", type=float, default=None, help="reg_weight of the reference objective (default 0.5)")
     p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16, or the generator's)")
     p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 x rank)")
+    add_passes_arg(p, training=True)
     p.add_argument("--eval-seeds", type=int, default=EVAL_SEEDS, metavar="N",
                    help=f"noise seeds 0..N-1 per test prompt in the closing before/after evaluation, where the "
                         f"generator's world has a judge (default {EVAL_SEEDS})")
@@ -35,13 +37,13 @@ def add_arguments(p) -> None:
 
 
 def _configs(args, generator):
-    from hypernoise.cli.common import model_config, reward_weights, train_settings
+    from hypernoise.cli.common import hypernet_passes, model_config, reward_weights, train_settings
     from hypernoise.methods.hypernoise import default_config
 
     return default_config(generator, model=model_config(args), reward=args.reward, reward_weights=reward_weights(args),
                           objective=args.objective, alpha=args.alpha, reg_weight=args.reg_weight,
                           alpha_start=args.alpha_start, alpha_ramp=args.alpha_ramp, rank=args.rank,
-                          lora_alpha=args.lora_alpha, **train_settings(args))
+                          lora_alpha=args.lora_alpha, passes=hypernet_passes(args), **train_settings(args))
 
 
 def run(args) -> int:
@@ -53,6 +55,8 @@ def run(args) -> int:
     from hypernoise.rewards import parse_spec
 
     configure_threads(args)
+    if args.method == "finetune" and args.hypernet_passes is not None:
+        raise ConfigError("--hypernet-passes applies to --method hypernoise; drop it for finetune")
     if args.eval_seeds < 1:
         raise ConfigError(f"--eval-seeds must be at least 1, got {args.eval_seeds}")
     if args.reward is not None:

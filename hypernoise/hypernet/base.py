@@ -5,6 +5,11 @@ Shape contract:
     hypernet(noise [B, *latent_shape], cond) -> delta [B, *latent_shape]
     modulated noise x0_hat = noise + delta; f_phi = 0 at initialisation.
 
+The map from x0 to x0_hat is T(x) = x + f_phi(x, c) applied ``passes`` times (K, default 1: the
+paper's map, one forward of f_phi). K > 1 composes the map with itself,
+x_{k+1} = x_k + f_phi(x_k, c); ``displacement`` is the total x_K - x_0, which the noise-space
+objective charges, and each pass costs one more network evaluation.
+
 ``adapters_disabled()`` is the context in which the frozen generator g runs: for the LoRA
 variant it switches the backbone's adapters off (g and f_phi share one copy of the weights),
 for the MLP variant it does nothing.
@@ -13,11 +18,12 @@ for the MLP variant it does nothing.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
 
+from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Conditioning
 
 
@@ -26,13 +32,30 @@ class NoiseHypernetwork(nn.Module):
 
     #: "lora" or "mlp", recorded in hypernoise.json
     kind: str = "hypernetwork"
+    #: K, times the map x <- x + f_phi(x, c) is applied (set with ``set_passes``)
+    passes: int = 1
 
     def forward(self, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def modulate(self, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """x0_hat = x0 + f_phi(x0, c)."""
-        return noise + self(noise, cond).to(noise.dtype)
+    def set_passes(self, passes: int) -> "NoiseHypernetwork":
+        """Apply the map K = ``passes`` times (K >= 1; K = 1 is the paper's HyperNoise)."""
+        if int(passes) != passes or int(passes) < 1:
+            raise ConfigError(f"hypernetwork passes must be a positive integer, got {passes}")
+        self.passes = int(passes)
+        return self
+
+    def displacement(self, noise: torch.Tensor, cond: Conditioning, passes: Optional[int] = None) -> torch.Tensor:
+        """x0_hat - x0 [B, *latent_shape] after K = ``passes`` (default: ``self.passes``) passes;
+        exactly f_phi(x0, c) for K = 1."""
+        delta = self(noise, cond)
+        for _ in range((passes or self.passes) - 1):
+            delta = delta + self(noise + delta.to(noise.dtype), cond)
+        return delta
+
+    def modulate(self, noise: torch.Tensor, cond: Conditioning, passes: Optional[int] = None) -> torch.Tensor:
+        """x0_hat = x0 + f_phi(x0, c), or its K-fold composition."""
+        return noise + self.displacement(noise, cond, passes).to(noise.dtype)
 
     @contextlib.contextmanager
     def adapters_disabled(self) -> Iterator[None]:
@@ -65,4 +88,4 @@ class NoiseHypernetwork(nn.Module):
 
     def config(self) -> dict:
         """Settings recorded in hypernoise.json so that the hypernetwork can be rebuilt."""
-        return {"type": self.kind}
+        return {"type": self.kind, "passes": self.passes}

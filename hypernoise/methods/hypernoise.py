@@ -53,6 +53,8 @@ class HyperNoiseConfig:
     reward_weights: dict = field(default_factory=dict, metadata={"help": "per-reward builder options, e.g. {'hps': {'pretrained': DIR}}"})
     lora: LoraSettings = field(default_factory=LoraSettings)
     mlp_hidden: int = field(default=128, metadata={"help": "width of the MLP hypernetwork (backbone-less generators)"})
+    passes: int = field(default=1, metadata={
+        "help": "K, times the map x <- x + f_phi(x, c) is applied in training and by default at inference (1: the paper)"})
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -60,8 +62,8 @@ class HyperNoiseConfig:
 def build_hypernetwork(generator: Generator, cfg: HyperNoiseConfig) -> NoiseHypernetwork:
     """LoRA on the generator's backbone when it has one, else the standalone MLP."""
     if generator.backbone is not None:
-        return LoRAHypernetwork(generator, cfg.lora)
-    return MLPHypernetwork(generator.latent_shape, hidden=cfg.mlp_hidden).to(generator.device)
+        return LoRAHypernetwork(generator, cfg.lora).set_passes(cfg.passes)
+    return MLPHypernetwork(generator.latent_shape, hidden=cfg.mlp_hidden).to(generator.device).set_passes(cfg.passes)
 
 
 def build_task(cfg: HyperNoiseConfig, generator: Optional[Generator] = None) -> HyperNoiseTask:
@@ -94,7 +96,8 @@ def train_hypernetwork(cfg: HyperNoiseConfig, prompts: Sequence[str], out_dir, r
 @torch.no_grad()
 def hypernoise_generate(generator: Generator, hypernet: Optional[NoiseHypernetwork], noise: torch.Tensor,
                         prompts: Sequence[str], num_steps: Optional[int] = None) -> tuple[torch.Tensor, dict]:
-    """Images g(x0 + f_phi(x0, c), c) (or g(x0, c) without a hypernetwork) and what they cost.
+    """Images g(x0 + f_phi(x0, c), c) (or g(x0, c) without a hypernetwork) and what they cost;
+    a hypernetwork of K passes costs K forwards.
 
     noise [B, *latent_shape] -> samples, {"nfe_per_image", "seconds_per_image"}.
     """
@@ -106,12 +109,12 @@ def hypernoise_generate(generator: Generator, hypernet: Optional[NoiseHypernetwo
         modulated = hypernet.modulate(noise, cond)
         with hypernet.adapters_disabled():
             samples = generator.generate(modulated, cond, num_steps)
-    nfe = generator.nfe(num_steps) + (0 if hypernet is None else 1)
+    nfe = generator.nfe(num_steps) + (0 if hypernet is None else hypernet.passes)
     return samples, {"nfe_per_image": float(nfe), "seconds_per_image": (time.perf_counter() - start) / len(prompts)}
 
 
 #: keys of ``Generator.train_defaults`` besides TrainConfig's own fields
-_NON_TRAIN_KEYS = ("objective", "alpha", "reg_weight", "alpha_start", "alpha_ramp", "rank", "lora_alpha")
+_NON_TRAIN_KEYS = ("objective", "alpha", "reg_weight", "alpha_start", "alpha_ramp", "rank", "lora_alpha", "passes")
 
 
 def _field_default(name: str):
@@ -123,7 +126,7 @@ def default_config(generator: Generator, model: Optional[ModelConfig] = None, re
     """A HyperNoiseConfig from what the user gave over the generator's ``train_defaults``.
 
     ``given``: TrainConfig fields and ``objective``, ``alpha``, ``reg_weight``, ``alpha_start``,
-    ``alpha_ramp``, ``rank``, ``lora_alpha``; a value of None means "not given". Precedence: given > the generator's
+    ``alpha_ramp``, ``rank``, ``lora_alpha``, ``passes``; a value of None means "not given". Precedence: given > the generator's
     defaults > the dataclasses' defaults. The generator's ``init_trials`` is dropped when the run is
     no longer than one trial (a short run is a smoke test); trials the user asks for are kept, and
     such a run is an error.
@@ -142,9 +145,10 @@ def default_config(generator: Generator, model: Optional[ModelConfig] = None, re
                                 reg_weight=merged.pop("reg_weight", 0.5), alpha_start=merged.pop("alpha_start", None),
                                 alpha_ramp=merged.pop("alpha_ramp", (0, 0)))
     lora = LoraSettings(rank=merged.pop("rank", 16), alpha=merged.pop("lora_alpha", None))
+    passes = merged.pop("passes", 1)
     return HyperNoiseConfig(model=model or ModelConfig(generator=generator.name, pretrained=generator.pretrained),
                             reward=reward, reward_weights=reward_weights or {}, objective=objective, lora=lora,
-                            train=TrainConfig(**merged))
+                            passes=passes, train=TrainConfig(**merged))
 
 
 def write_samples(generator: Generator, hypernet: NoiseHypernetwork, prompts: Sequence[str], out_dir,

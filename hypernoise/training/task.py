@@ -64,7 +64,7 @@ class HyperNoiseTask(TrainTask):
         cond = self.generator.encode(prompts)
         if self.objective.config.needs_input_grad:
             noise = noise.detach().requires_grad_(True)
-        delta = self.hypernet(noise, cond)
+        delta = self.hypernet.displacement(noise, cond)
         with self.hypernet.adapters_disabled():
             samples = self.generator.generate(noise + delta.to(noise.dtype), cond, self.num_steps)
         reward = self.reward(samples, prompts)
@@ -96,7 +96,7 @@ class HyperNoiseTask(TrainTask):
         from hypernoise.lipschitz import theorem1_bound
 
         cond = self.generator.encode(prompts)
-        sigma = spectral_norm(lambda x: self.hypernet(x, cond).to(x.dtype), noise, iters=iters)
+        sigma = spectral_norm(lambda x: self.hypernet.displacement(x, cond).to(x.dtype), noise, iters=iters)
         lip = float(sigma.max())
         dim = int(noise[0].numel())
         return {"lipschitz/max": lip, "lipschitz/mean": float(sigma.mean()), "lipschitz/theorem1_bound": theorem1_bound(lip, dim)}

@@ -158,7 +158,9 @@ def markdown(bench: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, r in methods.items():
         g = r.get("geneval") or {}
-        cells = [m, f"{bench['quality'][m]:.3f}"] + [f"{g[c]:.2f}" if g.get(c) is not None else "-" for c in cats]
+        passes = int(r["cost"].get("hypernet_forward", 0))
+        label = f"{m} ({passes} passes)" if m == "hypernoise" and passes > 1 else m
+        cells = [label, f"{bench['quality'][m]:.3f}"] + [f"{g[c]:.2f}" if g.get(c) is not None else "-" for c in cats]
         fid = bench["fidelity"].get(m)
         cells += [f"{sum(r['rewards'].values()):.4g}", f"{fid:.4g}" if fid is not None else "-",
                   f"{r['cost']['nfe_per_image']:g}", f"{r['cost']['seconds_per_image'] * 1000:.2f}",

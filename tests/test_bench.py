@@ -44,3 +44,4 @@ def test_bench_command_trains_hypernoise_at_the_temperature_and_trials_given_and
     assert bench["seeds"] == [0]
     hn, base = bench["methods"]["hypernoise"]["cost"], bench["methods"]["base"]["cost"]
     assert hn["hypernet_forward"] == 2 and hn["nfe_per_image"] == base["nfe_per_image"] + 2  # evaluated with 2 passes
+    assert "| hypernoise (2 passes) |" in (out / "bench.md").read_text()

@@ -310,7 +310,7 @@ class LoRAHypernetwork(NoiseHypernetwork):
         s = asdict(self.settings)
         targets = self.settings.target_modules
         s["target_modules"] = targets if targets is None or isinstance(targets, str) else list(targets)
-        return {"type": self.kind, "passes": self.passes, "final_projection": self.generator.final_projection, **s}
+        return {**super().config(), "final_projection": self.generator.final_projection, **s}
 
     def save_peft_config(self, folder) -> None:
         """Write peft's ``adapter_config.json`` into ``folder``."""

@@ -50,4 +50,4 @@ class MLPHypernetwork(NoiseHypernetwork):
         return self.out(h).view_as(noise)
 
     def config(self) -> dict:
-        return {"type": self.kind, "passes": self.passes, "hidden": self.hidden, "depth": self.depth}
+        return {**super().config(), "hidden": self.hidden, "depth": self.depth}

@@ -20,7 +20,7 @@ from torch import nn
 
 from hypernoise.errors import InputFileError
 from hypernoise.rewards.base import Reward
-from hypernoise.rewards.clip import OPENAI_VIT_L, finish
+from hypernoise.rewards.clip import OPENAI_VIT_L, check_clip_config, finish
 from hypernoise.rewards.hub import (REWARD_SOURCES, load_pretrained, load_state_dict_file, quiet_transformers,
                                     read_marker, resolve_file)
 from hypernoise.rewards.preprocess import ImageTransform
@@ -108,6 +108,7 @@ def load_vision_tower(pretrained: Optional[str], clip_pretrained: Optional[str],
         clip_pretrained = str(bundled)
     source, where = clip_pretrained or OPENAI_VIT_L, dict(what="aesthetic image tower", usual=f"hub {OPENAI_VIT_L}")
     config = load_pretrained(AutoConfig, source, cache_dir=cache_dir, **where)
+    check_clip_config(config, what=f"aesthetic image tower {source}", fix=f"use {OPENAI_VIT_L}'s own config.json")
     if not hasattr(config, "vision_config"):
         return load_pretrained(CLIPVisionModelWithProjection, source, config=config, cache_dir=cache_dir, **where)
     # a full CLIPModel: the projection width is set at its top level, and the text tower is not needed

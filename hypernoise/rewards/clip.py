@@ -13,6 +13,7 @@ differentiable with respect to the pixels. transformers is imported inside the b
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -20,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from hypernoise.errors import WeightsNotFoundError
+from hypernoise.errors import InputFileError, WeightsNotFoundError
 from hypernoise.rewards.base import Reward
-from hypernoise.rewards.hub import REWARD_SOURCES, load_pretrained, offline, read_marker
+from hypernoise.rewards.hub import REWARD_SOURCES, load_pretrained, offline, read_marker, reconvert_command
 from hypernoise.rewards.preprocess import ImageTransform, PromptCache
 from hypernoise.rewards.registry import REWARDS
 
@@ -32,6 +33,96 @@ PICKSCORE = "yuvalkirstain/PickScore_v1"
 
 REWARD_SOURCES["clip"] = f"hub {LAION_VIT_H} (CLIPModel + tokenizer); or {OPENAI_VIT_L}, or a local folder"
 REWARD_SOURCES["pickscore"] = f"hub {PICKSCORE} (CLIPModel) + tokenizer {LAION_VIT_H}; or a local folder"
+
+
+@dataclass(frozen=True)
+class ClipWidths:
+    """What identifies a CLIP ViT in a checkpoint: tower widths, patch size, projection width."""
+
+    vision_width: int
+    patch: int
+    text_width: int
+    embed_dim: int
+
+
+@dataclass(frozen=True)
+class ClipArchitecture:
+    """A published CLIP ViT: its widths and its heads, as open_clip's
+    ``src/open_clip/model_configs/<name>.json`` gives them. Vision heads = width // head_width
+    (head_width 64 where the file omits it); text heads are listed. Depth, MLP width, vocabulary
+    and context length are not: they are read from each checkpoint."""
+
+    widths: ClipWidths
+    vision_head_width: int
+    text_heads: int
+    hidden_act: str = "gelu"  # open_clip's nn.GELU; OpenAI's own weights use quick_gelu
+
+    @property
+    def vision_heads(self) -> int:
+        return self.widths.vision_width // self.vision_head_width
+
+    def heads(self) -> dict[str, int]:
+        return {"vision": self.vision_heads, "text": self.text_heads}
+
+
+#: open_clip's published ViT configurations (mlfoundations/open_clip, src/open_clip/model_configs).
+#: ViT-H-14 (HPSv2, LAION CLIP, PickScore) has vision heads of width 80, not 64: 16 heads, not 20.
+CLIP_ARCHITECTURES: dict[str, ClipArchitecture] = {
+    "ViT-B-32": ClipArchitecture(ClipWidths(768, 32, 512, 512), vision_head_width=64, text_heads=8),
+    "ViT-B-16": ClipArchitecture(ClipWidths(768, 16, 512, 512), vision_head_width=64, text_heads=8),
+    "ViT-L-14": ClipArchitecture(ClipWidths(1024, 14, 768, 768), vision_head_width=64, text_heads=12),
+    "ViT-H-14": ClipArchitecture(ClipWidths(1280, 14, 1024, 1024), vision_head_width=80, text_heads=16),
+    "ViT-g-14": ClipArchitecture(ClipWidths(1408, 14, 1024, 1024), vision_head_width=88, text_heads=16),
+    "ViT-bigG-14": ClipArchitecture(ClipWidths(1664, 14, 1280, 1280), vision_head_width=104, text_heads=20),
+}
+
+
+def matches(widths: dict[str, Optional[int]], name: str) -> bool:
+    """Whether ``widths`` (``ClipWidths`` fields; a None value matches any) are architecture ``name``'s."""
+    given = {k: v for k, v in widths.items() if v is not None}
+    return given.items() <= asdict(CLIP_ARCHITECTURES[name].widths).items()
+
+
+def find_architecture(widths: dict[str, Optional[int]]) -> Optional[str]:
+    """The name of the architecture in ``CLIP_ARCHITECTURES`` with these widths, or None."""
+    return next((name for name in CLIP_ARCHITECTURES if matches(widths, name)), None)
+
+
+def describe_widths(widths: dict[str, Optional[int]]) -> str:
+    """``"vision_width 1280, patch 14, ..."`` for error messages."""
+    return ", ".join(f"{k} {v}" for k, v in widths.items() if v is not None)
+
+
+def _config_widths(config) -> dict[str, Optional[int]]:
+    """Widths of a transformers ``CLIPConfig`` or ``CLIPVisionConfig`` (no text width for the latter)."""
+    vision, text = getattr(config, "vision_config", config), getattr(config, "text_config", None)
+    return dict(vision_width=vision.hidden_size, patch=vision.patch_size,
+                text_width=None if text is None else text.hidden_size, embed_dim=config.projection_dim)
+
+
+def _config_heads(config) -> dict[str, int]:
+    heads = {"vision": getattr(config, "vision_config", config).num_attention_heads}
+    if hasattr(config, "text_config"):
+        heads["text"] = config.text_config.num_attention_heads
+    return heads
+
+
+def check_clip_config(config, *, what: str, fix: str, arch: Optional[str] = None) -> None:
+    """Refuse (``InputFileError``) a transformers CLIP config whose head counts are not those of
+    the published architecture of its widths: ``arch`` if given (the widths must then be its
+    widths), else the one its widths identify. Configs of unpublished widths pass as they are."""
+    widths = _config_widths(config)
+    name = arch or find_architecture(widths)
+    if name is None:
+        return
+    if not matches(widths, name):
+        raise InputFileError(f"{what}: not a {name} ({describe_widths(widths)}); {fix}")
+    published = CLIP_ARCHITECTURES[name].heads()
+    wrong = [f"{tower} tower {n} heads" for tower, n in _config_heads(config).items() if n != published[tower]]
+    if wrong:
+        want = ", ".join(f"{tower} {n}" for tower, n in published.items())
+        raise InputFileError(f"{what}: config.json gives the {' and the '.join(wrong)}, but {name} has "
+                             f"{want}; {fix}")
 
 
 class Checkpointed(nn.Module):
@@ -116,12 +207,17 @@ class ContrastiveReward(Reward):
         return super()._apply(fn, *args, **kwargs)
 
 
-def load_clip_model(pretrained: str, *, what: str, usual: str, cache_dir=None):
-    """A transformers ``CLIPModel`` from a Hub id or a local folder (``WeightsNotFoundError``
-    if it is missing)."""
-    from transformers import CLIPModel
+def load_clip_model(pretrained: str, *, what: str, usual: str, cache_dir=None, arch: Optional[str] = None,
+                    fix: str = "convert the original weights again with hypernoise convert-reward"):
+    """A transformers ``CLIPModel`` from a Hub id or a local folder (``WeightsNotFoundError`` if it
+    is missing). Its config is checked first (``check_clip_config``: ``arch``, else the published
+    architecture of its widths); ``fix`` ends the error saying how to get a correct folder."""
+    from transformers import CLIPConfig, CLIPModel
 
-    return load_pretrained(CLIPModel, pretrained, what=what, usual=usual, cache_dir=cache_dir)
+    where = dict(what=what, usual=usual, cache_dir=cache_dir)
+    config = load_pretrained(CLIPConfig, pretrained, **where)
+    check_clip_config(config, what=f"{what} {pretrained}", fix=fix, arch=arch)
+    return load_pretrained(CLIPModel, pretrained, config=config, **where)
 
 
 def load_clip_tokenizer(tokenizer: Optional[str], pretrained: str, default: str, *, what: str, vocab_size: int,
@@ -164,9 +260,9 @@ def build_contrastive(name: str, pretrained: str, tokenizer: Optional[str], defa
                       usual: str, device=None, dtype=None, gradient_checkpointing=False,
                       cache_dir=None) -> ContrastiveReward:
     """A CLIP-family reward s * cos from a ``CLIPModel`` folder or Hub id (CLIP, PickScore)."""
-    if os.path.isdir(str(pretrained)):
-        read_marker(pretrained, name)
-    model = load_clip_model(pretrained, what=name, usual=usual, cache_dir=cache_dir)
+    record = read_marker(pretrained, name) if os.path.isdir(str(pretrained)) else None
+    fix = f"convert the original again: {reconvert_command(name, pretrained, record, 'SOURCE')}"
+    model = load_clip_model(pretrained, what=name, usual=usual, cache_dir=cache_dir, fix=fix)
     tok = load_clip_tokenizer(tokenizer, pretrained, default_tokenizer, what=name, cache_dir=cache_dir,
                               vocab_size=model.config.text_config.vocab_size)
     transform = ImageTransform(size=model.config.vision_config.image_size, fit="crop")

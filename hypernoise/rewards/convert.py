@@ -6,7 +6,8 @@ step, and works as ``pretrained=`` for its reward::
     convert_reward("hps", "HPS_v2.1_compressed.pt", "weights/hps")
     build_reward("hps:5", pretrained="weights/hps")
 
-Layouts (each with ``hypernoise_reward.json`` naming the reward and the source):
+Layouts (each with ``hypernoise_reward.json`` naming the reward, the source and the conversion
+format, ``hub.MARKER_FORMAT``):
     hps, clip, pickscore   config.json + model.safetensors (CLIPModel) + tokenizer files
     imagereward            vision_model/ (BlipVisionModel), text_model/ (BlipTextModel),
                            head.safetensors (MLPHead), tokenizer/ (BERT + [DEC], [ENC])
@@ -24,7 +25,7 @@ from typing import Optional, Union
 from hypernoise.errors import OutputExistsError
 from hypernoise.registry import Registry
 from hypernoise.rewards.clip import LAION_VIT_H, PICKSCORE
-from hypernoise.rewards.hub import write_marker
+from hypernoise.rewards.hub import MARKER_OPTIONS, write_marker
 
 PathLike = Union[str, os.PathLike]
 
@@ -57,7 +58,7 @@ def convert_reward(name: str, source: PathLike, out_dir: PathLike, *, overwrite:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         convert(source, staging, **options)
-        write_marker(staging, name, source=str(source))
+        write_marker(staging, name, source=_where_from(source), **_recorded(options))
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -65,6 +66,20 @@ def convert_reward(name: str, source: PathLike, out_dir: PathLike, *, overwrite:
         if staging.exists():
             shutil.rmtree(staging)
     return out
+
+
+def _where_from(source: PathLike) -> str:
+    """``source`` as the marker records it: an absolute path for a local file or folder (so the
+    command that converts it again works from anywhere), else the Hub id."""
+    path = Path(str(source)).expanduser()
+    return str(path.resolve()) if path.exists() else str(source)
+
+
+def _recorded(options: dict) -> dict:
+    """The options given that the marker records (``MARKER_OPTIONS``), local paths made absolute,
+    so that the folder can be converted again alike."""
+    return {k: _where_from(options[k]) if k in ("tokenizer", "clip_pretrained") else options[k]
+            for k in MARKER_OPTIONS if options.get(k)}
 
 
 @CONVERTERS.register("hps", help="HPS_v2.1_compressed.pt (open_clip) -> CLIPModel safetensors + tokenizer")

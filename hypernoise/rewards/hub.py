@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -31,6 +32,11 @@ REWARD_SOURCES: dict[str, str] = {}
 
 #: written into converted folders, so a folder is never loaded as the wrong reward
 MARKER_FILE = "hypernoise_reward.json"
+#: the marker's "format": 2 since HPS folders carry ViT-H-14's 16 vision heads (format 1 wrote 20)
+MARKER_FORMAT = 2
+#: conversion options a marker records -> the ``hypernoise convert-reward`` flag that gives them
+MARKER_OPTIONS = {"tokenizer": "--tokenizer", "head_file": "--head-file", "clip_pretrained": "--clip-pretrained",
+                  "allow_pickle": "--allow-pickle"}
 
 _WEIGHT_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".json"}
 
@@ -184,7 +190,7 @@ def load_state_dict_file(path: PathLike, key: Optional[str] = None, *,
 
 def write_marker(folder: PathLike, reward: str, **info) -> None:
     """Record in a converted folder which reward it holds (and from what)."""
-    record = {"reward": reward, "format": 1, **info}
+    record = {"reward": reward, "format": MARKER_FORMAT, **info}
     Path(folder, MARKER_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -198,6 +204,17 @@ def read_marker(folder: PathLike, reward: str) -> Optional[dict]:
         raise ConfigError(f"{folder} holds converted {record.get('reward')!r} weights, not {reward!r}; "
                           f"pass the folder to the {record.get('reward')!r} reward")
     return record
+
+
+def reconvert_command(reward: str, folder: PathLike, record: Optional[dict], default_source: str) -> str:
+    """The ``hypernoise convert-reward`` command that writes ``folder`` again from the source and
+    options its marker ``record`` names (``default_source`` without one)."""
+    record = record or {}
+    words = ["hypernoise", "convert-reward", reward, str(record.get("source") or default_source), "--out", str(folder)]
+    for key, flag in MARKER_OPTIONS.items():
+        value = record.get(key)
+        words += [] if not value else [flag] if value is True else [flag, str(value)]
+    return shlex.join(words + ["--overwrite"])
 
 
 def model_from_state_dict(cls: Any, config: Any, state_dict: dict[str, torch.Tensor], *, what: str,

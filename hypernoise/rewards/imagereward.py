@@ -4,8 +4,9 @@
     imagereward(x, c) = (MLP(h) - 0.16717...) / 1.03333...            [B], roughly -2 .. 2
 
 ``ImageReward.pt`` (Hub repo THUDM/ImageReward, with ``med_config.json``) holds a timm ViT-L/16
-(``blip.visual_encoder``, LayerNorm eps 1e-6), a BERT-base with cross-attention
-(``blip.text_encoder``) and the head ``mlp.layers.{0,2,4,6,7}``. They map onto
+(``blip.visual_encoder``; 16 heads, BLIP's ``create_vit('large')``; LayerNorm eps 1e-6), a
+BERT-base with cross-attention (``blip.text_encoder``; 12 heads, from ``med_config.json``) and the
+head ``mlp.layers.{0,2,4,6,7}``. Head counts are not stored in the file. They map onto
 ``BlipVisionModel``, ``BlipTextModel(add_pooling_layer=False)`` built with ``is_decoder=True`` (so
 the cross-attention modules exist; it is then called with ``is_decoder=False``: bidirectional
 self-attention, as ImageReward runs it) and ``MLPHead`` (NOTES.md "Reward checkpoints").
@@ -30,7 +31,7 @@ from hypernoise.rewards.aesthetic import MLPHead
 from hypernoise.rewards.base import Reward
 from hypernoise.rewards.clip import check_vocabulary, finish
 from hypernoise.rewards.hub import (REWARD_SOURCES, load_pretrained, load_state_dict_file, model_from_state_dict,
-                                    read_marker, resolve_file)
+                                    read_marker, reconvert_command, resolve_file)
 from hypernoise.rewards.preprocess import ImageTransform, PromptCache
 from hypernoise.rewards.registry import REWARDS
 
@@ -57,6 +58,13 @@ _VIT_TOP = {"cls_token": "embeddings.class_embedding", "pos_embed": "embeddings.
 _VIT_KEY = re.compile(r"^blocks\.(\d+)\.(.+)\.(weight|bias)$")
 #: BLIP pre-training projections kept in the file but unused by ImageReward
 _UNUSED = ("blip.vision_proj.", "blip.text_proj.")
+
+#: BLIP's ViTs (``create_vit`` in salesforce/BLIP models/blip.py): name -> (width, patch, heads).
+#: ImageReward uses "large" (``BLIP_Pretrain(image_size=224, vit='large')``).
+BLIP_VITS: dict[str, tuple[int, int, int]] = {"base": (768, 16, 12), "large": (1024, 16, 16)}
+#: BLIP's published configs/med_config.json (BERT-base), for a checkpoint found without its own
+BLIP_MED_CONFIG = {"hidden_size": 768, "num_attention_heads": 12, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
+                   "pad_token_id": 0}
 
 
 def _vit_name(key: str) -> str:
@@ -89,35 +97,52 @@ def _count(state_dict: dict, pattern: str) -> int:
     return len({m.group(1) for k in state_dict if (m := re.match(pattern, k))})
 
 
-def vision_config_from_timm(vision: dict[str, torch.Tensor], *, head_width: int = 64):
-    """``BlipVisionConfig`` of a timm ViT read off its shapes (heads of width 64, eps 1e-6)."""
+def blip_vit_heads(width: int, patch: int) -> int:
+    """Heads of BLIP's ViT of this width and patch size (``BLIP_VITS``); ``InputFileError`` for others."""
+    for vit_width, vit_patch, heads in BLIP_VITS.values():
+        if (vit_width, vit_patch) == (width, patch):
+            return heads
+    known = ", ".join(f"{n} ({w} wide, patch {p})" for n, (w, p, _) in BLIP_VITS.items())
+    raise InputFileError(f"ImageReward: a ViT {width} wide with {patch} px patches is none of BLIP's ({known}); "
+                         f"not an ImageReward checkpoint")
+
+
+def vision_config_from_timm(vision: dict[str, torch.Tensor]):
+    """``BlipVisionConfig`` of BLIP's timm ViT (renamed state dict): heads from ``BLIP_VITS``,
+    depth, MLP width and image size from the tensor shapes."""
     from transformers import BlipVisionConfig
 
-    conv = vision["embeddings.patch_embedding.weight"]
+    conv = vision["embeddings.patch_embedding.weight"]  # [width, 3, patch, patch]
     width, patch = conv.shape[0], conv.shape[-1]
-    grid = math.isqrt(vision["embeddings.position_embedding"].shape[1] - 1)
+    grid = math.isqrt(vision["embeddings.position_embedding"].shape[1] - 1)  # [1, 1 + grid^2, width]
     return BlipVisionConfig(hidden_size=width, patch_size=patch, image_size=grid * patch,
                             intermediate_size=vision["encoder.layers.0.mlp.fc1.weight"].shape[0],
                             num_hidden_layers=_count(vision, r"encoder\.layers\.(\d+)\."),
-                            num_attention_heads=width // head_width, layer_norm_eps=1e-6, hidden_act="gelu")
+                            num_attention_heads=blip_vit_heads(width, patch), layer_norm_eps=1e-6, hidden_act="gelu")
 
 
 def text_config_from_med(text: dict[str, torch.Tensor], med_config: Optional[dict] = None):
     """``BlipTextConfig`` (``is_decoder=True`` for the cross-attention modules) from the tensor
-    shapes and, where given, ImageReward's ``med_config.json`` (heads, LayerNorm eps)."""
+    shapes and ImageReward's ``med_config.json`` (heads, LayerNorm eps; BLIP's published
+    ``BLIP_MED_CONFIG`` where it is not found). The cross-attention width is read from the
+    tensors: BLIP replaces the file's ``encoder_width`` with its ViT's width."""
     from transformers import BlipTextConfig
 
-    med = med_config or {}
+    med = {**BLIP_MED_CONFIG, **(med_config or {})}
     vocab, width = text["embeddings.word_embeddings.weight"].shape
+    if int(med["hidden_size"]) != width:
+        said = "its med_config.json" if med_config else f"BLIP's med_config (no {MED_CONFIG} was found)"
+        raise InputFileError(f"ImageReward: the text encoder is {width} wide but {said} says hidden_size "
+                             f"{med['hidden_size']}; put the checkpoint's own {MED_CONFIG} beside it")
     return BlipTextConfig(
         vocab_size=vocab, hidden_size=width, is_decoder=True,
         encoder_hidden_size=text["encoder.layer.0.crossattention.self.key.weight"].shape[1],
         intermediate_size=text["encoder.layer.0.intermediate.dense.weight"].shape[0],
         num_hidden_layers=_count(text, r"encoder\.layer\.(\d+)\."),
-        num_attention_heads=int(med.get("num_attention_heads", width // 64)),
+        num_attention_heads=int(med["num_attention_heads"]),
         max_position_embeddings=text["embeddings.position_embeddings.weight"].shape[0],
-        layer_norm_eps=float(med.get("layer_norm_eps", 1e-12)), hidden_act=med.get("hidden_act", "gelu"),
-        pad_token_id=int(med.get("pad_token_id", 0)), bos_token_id=vocab - 2, sep_token_id=None)
+        layer_norm_eps=float(med["layer_norm_eps"]), hidden_act=med["hidden_act"],
+        pad_token_id=int(med["pad_token_id"]), bos_token_id=vocab - 2, sep_token_id=None)
 
 
 def load_imagereward_checkpoint(path, med_config: Optional[dict] = None, *, allow_pickle: bool = False):
@@ -150,6 +175,15 @@ def _med_config_for(pretrained, checkpoint: Path, cache_dir) -> Optional[dict]:
         return None
 
 
+def _check_vision_heads(config, folder: Path, record: Optional[dict]) -> None:
+    """Refuse a converted folder whose vision config has other heads than BLIP's ViT of its width."""
+    heads = blip_vit_heads(config.hidden_size, config.patch_size)
+    if config.num_attention_heads != heads:
+        raise InputFileError(f"imagereward {folder}: vision_model/config.json gives {config.num_attention_heads} "
+                             f"heads but BLIP's ViT of width {config.hidden_size} has {heads}; convert again: "
+                             f"{reconvert_command('imagereward', folder, record, IR_FILE)}")
+
+
 def load_imagereward_parts(pretrained, *, cache_dir=None, allow_pickle: bool = False):
     """(vision, text, head) from a converted folder, ``ImageReward.pt``, a folder holding it, or a
     Hub repo holding it (default THUDM/ImageReward)."""
@@ -157,8 +191,9 @@ def load_imagereward_parts(pretrained, *, cache_dir=None, allow_pickle: bool = F
 
     folder = Path(os.path.expanduser(str(pretrained)))
     if (folder / "vision_model").is_dir():
-        read_marker(folder, "imagereward")
+        record = read_marker(folder, "imagereward")
         vision = load_pretrained(BlipVisionModel, folder / "vision_model", what="imagereward", usual=IR_USUAL)
+        _check_vision_heads(vision.config, folder, record)
         text = load_pretrained(BlipTextModel, folder / "text_model", what="imagereward", usual=IR_USUAL,
                                add_pooling_layer=False)
         return vision, text, MLPHead.from_state_dict(load_state_dict_file(folder / "head.safetensors"))

@@ -1,13 +1,17 @@
-"""Tiny reward checkpoints in their ORIGINAL layouts, written to tmp folders.
+"""Reward checkpoints in their ORIGINAL layouts, written to tmp folders once per session.
 
-- an open_clip ViT checkpoint ({"state_dict": ...}, HPS_v2.1_compressed.pt's key names),
-- an ImageReward.pt (timm ViT ``blip.visual_encoder``, BERT ``blip.text_encoder``, ``mlp``) with
-  its med_config.json,
-- LAION aesthetic heads (``layers.{0,2,4,6,7}``) and a tiny transformers CLIPModel folder,
+- an open_clip ViT-H-14 ({"state_dict": ...}, HPS_v2.1_compressed.pt's key names),
+- an ImageReward.pt (timm ViT-L/16 ``blip.visual_encoder``, BERT ``blip.text_encoder``, ``mlp``)
+  with BLIP's published med_config.json,
+- transformers CLIPModel folders: LAION ViT-H-14 and OpenAI ViT-L/14 at their real widths, and a
+  tiny one for behaviour that does not depend on the architecture; LAION aesthetic heads,
 - tokenizers built in memory (byte-level CLIP BPE; BERT WordPiece from a vocab file).
 
-Weights are random with O(1) attention logits, so a wrong mapping (q/k swapped, a projection not
-transposed) changes the outputs by O(1), not by rounding noise.
+The model checkpoints have the real widths, patch and image sizes of the published models
+(``reward_reference``) but one or two layers per tower and a small vocabulary (neither is a
+width), so they build and run in about a second each on one CPU thread. Weights are random with
+O(1) attention logits, so a wrong mapping (q/k swapped, a projection not transposed, a wrong head
+count) changes the outputs by O(1), not by rounding noise.
 """
 
 from __future__ import annotations
@@ -17,15 +21,16 @@ import math
 
 import pytest
 import torch
+from reward_reference import AESTHETIC_HEAD, BLIP_MED, BLIP_VIT_L, IR_HEAD, VIT_H_14, VIT_L_14_OPENAI
 
 torch.set_num_threads(1)
 
-# Widths of 128 give two heads of width 64 (open_clip's and BLIP's head width), and square
-# projections, so a missing transpose is a numerical error, not a shape error.
-WIDTH = 128
+# the tiny CLIPModel's sizes (unpublished widths: transformers' config gives its heads)
 IMAGE = 32
 PATCH = 8
 CONTEXT = 16
+#: layers per tower of the real-width checkpoints
+LAYERS = 1
 
 
 def _linear(gen, out_f, in_f, gain=1.5):
@@ -77,30 +82,36 @@ def _resblock(gen, prefix, width, mlp):
     return sd
 
 
-def make_open_clip_state_dict(seed: int = 0, layers: int = 2) -> dict[str, torch.Tensor]:
-    """An open_clip ViT CLIP (HPS layout): 128 wide towers, 32 px images in 8 px patches."""
+def make_open_clip_state_dict(arch=VIT_H_14, seed: int = 0, vision_layers: int = LAYERS,
+                              text_layers: int = 2) -> dict[str, torch.Tensor]:
+    """An open_clip ViT CLIP in HPS_v2.1_compressed.pt's layout, at ``arch``'s widths (default
+    ViT-H-14: 1280 / 1024 wide, 224 px in 14 px patches, 77 positions, projection 1024)."""
     gen = torch.Generator().manual_seed(seed)
-    w, grid = WIDTH, IMAGE // PATCH
+    vw, tw, patch, embed = arch["vision_width"], arch["text_width"], arch["patch"], arch["embed"]
+    grid = arch["image"] // patch
     sd = {
-        "visual.class_embedding": torch.randn(w, generator=gen),
-        "visual.positional_embedding": 0.5 * torch.randn(grid * grid + 1, w, generator=gen),
-        "visual.proj": torch.randn(w, w, generator=gen) / math.sqrt(w),
-        "visual.conv1.weight": torch.randn(w, 3, PATCH, PATCH, generator=gen) / math.sqrt(3 * PATCH * PATCH),
-        "token_embedding.weight": torch.randn(CLIP_VOCAB, w, generator=gen),
-        "positional_embedding": 0.5 * torch.randn(CONTEXT, w, generator=gen),
-        "text_projection": torch.randn(w, w, generator=gen) / math.sqrt(w),
+        "visual.class_embedding": torch.randn(vw, generator=gen),
+        "visual.positional_embedding": 0.5 * torch.randn(grid * grid + 1, vw, generator=gen),
+        "visual.proj": torch.randn(vw, embed, generator=gen) / math.sqrt(vw),
+        "visual.conv1.weight": torch.randn(vw, 3, patch, patch, generator=gen) / math.sqrt(3 * patch * patch),
+        "token_embedding.weight": torch.randn(CLIP_VOCAB, tw, generator=gen),
+        "positional_embedding": 0.5 * torch.randn(arch["context"], tw, generator=gen),
+        "text_projection": torch.randn(tw, embed, generator=gen) / math.sqrt(tw),
         "logit_scale": torch.tensor(math.log(100.0)),
     }
-    for name in ("visual.ln_pre", "visual.ln_post", "ln_final"):
-        sd[f"{name}.weight"], sd[f"{name}.bias"] = _norm(gen, w)
-    for i in range(layers):
-        sd.update(_resblock(gen, f"visual.transformer.resblocks.{i}.", w, 2 * w))
-        sd.update(_resblock(gen, f"transformer.resblocks.{i}.", w, 2 * w))
+    sd["visual.ln_pre.weight"], sd["visual.ln_pre.bias"] = _norm(gen, vw)
+    sd["visual.ln_post.weight"], sd["visual.ln_post.bias"] = _norm(gen, vw)
+    sd["ln_final.weight"], sd["ln_final.bias"] = _norm(gen, tw)
+    for i in range(vision_layers):
+        sd.update(_resblock(gen, f"visual.transformer.resblocks.{i}.", vw, arch["vision_mlp"]))
+    for i in range(text_layers):
+        sd.update(_resblock(gen, f"transformer.resblocks.{i}.", tw, arch["text_mlp"]))
     return sd
 
 
 @pytest.fixture(scope="session")
 def open_clip_state_dict():
+    """HPSv2.1's open_clip ViT-H-14 at its real widths, 1 vision and 2 text layers."""
     return make_open_clip_state_dict()
 
 
@@ -133,9 +144,8 @@ def bert_vocab_size(folder) -> int:
     return len((folder / "vocab.txt").read_text().split()) + 2
 
 
-TEXT_WIDTH = 64
-TEXT_HEADS = 2
-TEXT_POSITIONS = 40
+#: BERT's 512 positions (ImageReward prompts use 35)
+TEXT_POSITIONS = 512
 
 
 def _bert_attention(gen, prefix, width, kv_width):
@@ -159,27 +169,32 @@ def _vit_block(gen, prefix, width, mlp):
     return sd
 
 
-def make_head_state_dict(gen, widths, prefix="layers."):
+def make_head_state_dict(gen, widths, prefix="layers.", input_gain=1.0):
+    """A LAION / ImageReward head; ``input_gain`` scales the first layer (a unit-norm input needs
+    ~sqrt(width) for O(1) outputs, as the released aesthetic heads have)."""
     sd = {}
     for index, (a, b) in zip((0, 2, 4, 6, 7), zip(widths[:-1], widths[1:])):
-        sd[f"{prefix}{index}.weight"], sd[f"{prefix}{index}.bias"] = _linear(gen, b, a, gain=1.0)
+        sd[f"{prefix}{index}.weight"], sd[f"{prefix}{index}.bias"] = _linear(gen, b, a, gain=input_gain if index == 0
+                                                                              else 1.0)
     return sd
 
 
-def make_imagereward_state_dict(vocab: int, seed: int = 1, layers: int = 2) -> dict[str, torch.Tensor]:
-    """ImageReward.pt's layout: ViT 128 wide (32 px, 8 px patches), BERT 64 wide with cross-attention."""
+def make_imagereward_state_dict(vocab: int, seed: int = 1, layers: int = LAYERS) -> dict[str, torch.Tensor]:
+    """ImageReward.pt's layout at its real widths: ViT-L/16 (1024 wide, 224 px in 16 px patches),
+    BERT 768 wide with cross-attention to the 1024-wide image tokens, head 768-1024-128-64-16-1."""
     gen = torch.Generator().manual_seed(seed)
-    w, t, grid = WIDTH, TEXT_WIDTH, IMAGE // PATCH
+    w, t, patch, mlp = BLIP_VIT_L["width"], BLIP_MED["width"], BLIP_VIT_L["patch"], BLIP_VIT_L["mlp"]
+    grid = BLIP_VIT_L["image"] // patch
     v = "blip.visual_encoder."
     sd = {
         f"{v}cls_token": torch.randn(1, 1, w, generator=gen),
         f"{v}pos_embed": 0.5 * torch.randn(1, grid * grid + 1, w, generator=gen),
-        f"{v}patch_embed.proj.weight": torch.randn(w, 3, PATCH, PATCH, generator=gen) / math.sqrt(3 * PATCH * PATCH),
+        f"{v}patch_embed.proj.weight": torch.randn(w, 3, patch, patch, generator=gen) / math.sqrt(3 * patch * patch),
         f"{v}patch_embed.proj.bias": 0.1 * torch.randn(w, generator=gen),
     }
     sd[f"{v}norm.weight"], sd[f"{v}norm.bias"] = _norm(gen, w)
     for i in range(layers):
-        sd.update(_vit_block(gen, f"{v}blocks.{i}.", w, 2 * w))
+        sd.update(_vit_block(gen, f"{v}blocks.{i}.", w, mlp))
     e = "blip.text_encoder."
     sd[f"{e}embeddings.word_embeddings.weight"] = torch.randn(vocab, t, generator=gen)
     sd[f"{e}embeddings.position_embeddings.weight"] = 0.5 * torch.randn(TEXT_POSITIONS, t, generator=gen)
@@ -188,20 +203,24 @@ def make_imagereward_state_dict(vocab: int, seed: int = 1, layers: int = 2) -> d
     for i in range(layers):
         p = f"{e}encoder.layer.{i}."
         sd.update(_bert_attention(gen, f"{p}attention.", t, t))
-        sd.update(_bert_attention(gen, f"{p}crossattention.", t, w))
-        sd[f"{p}intermediate.dense.weight"], sd[f"{p}intermediate.dense.bias"] = _linear(gen, 2 * t, t)
-        sd[f"{p}output.dense.weight"], sd[f"{p}output.dense.bias"] = _linear(gen, t, 2 * t)
+        sd.update(_bert_attention(gen, f"{p}crossattention.", t, BLIP_MED["encoder_width"]))
+        sd[f"{p}intermediate.dense.weight"], sd[f"{p}intermediate.dense.bias"] = _linear(gen, BLIP_MED["mlp"], t)
+        sd[f"{p}output.dense.weight"], sd[f"{p}output.dense.bias"] = _linear(gen, t, BLIP_MED["mlp"])
         sd[f"{p}output.LayerNorm.weight"], sd[f"{p}output.LayerNorm.bias"] = _norm(gen, t)
-    # BLIP pre-training projections, present in the real file and unused by ImageReward
-    sd["blip.vision_proj.weight"], sd["blip.vision_proj.bias"] = _linear(gen, 32, w)
-    sd["blip.text_proj.weight"], sd["blip.text_proj.bias"] = _linear(gen, 32, t)
-    sd.update(make_head_state_dict(gen, [t, 48, 16, 8, 4, 1], prefix="mlp.layers."))
+    # BLIP pre-training projections (embed_dim 256), present in the real file and unused by ImageReward
+    sd["blip.vision_proj.weight"], sd["blip.vision_proj.bias"] = _linear(gen, 256, w)
+    sd["blip.text_proj.weight"], sd["blip.text_proj.bias"] = _linear(gen, 256, t)
+    sd.update(make_head_state_dict(gen, IR_HEAD, prefix="mlp.layers."))
     return sd
 
 
-MED_CONFIG = {"architectures": ["BertModel"], "hidden_size": TEXT_WIDTH, "num_attention_heads": TEXT_HEADS,
-              "num_hidden_layers": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu", "pad_token_id": 0,
-              "add_cross_attention": True, "encoder_width": WIDTH}
+#: BLIP's published configs/med_config.json, as ImageReward ships it (BLIP_Pretrain replaces
+#: encoder_width with the ViT's 1024; the layer count and vocabulary come from the tensors)
+MED_CONFIG = {"architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+              "hidden_dropout_prob": 0.1, "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
+              "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "model_type": "bert",
+              "num_attention_heads": 12, "num_hidden_layers": 12, "pad_token_id": 0, "type_vocab_size": 2,
+              "vocab_size": 30524, "encoder_width": 768, "add_cross_attention": True}
 
 
 @pytest.fixture(scope="session")
@@ -233,19 +252,62 @@ def tiny_clip_config(hidden_act="gelu"):
 
 @pytest.fixture(scope="session")
 def clip_model_dir(tmp_path_factory, clip_tokenizer_dir):
-    """A transformers CLIPModel folder with its tokenizer (the layout of openai/clip-vit-large-patch14)."""
+    """A tiny transformers CLIPModel folder with its tokenizer (the layout of openai/clip-vit-large-patch14)."""
+    return write_clip_folder(tmp_path_factory.mktemp("clip_model"), tiny_clip_config(hidden_act="quick_gelu"),
+                             clip_tokenizer_dir, seed=2)
+
+
+def clip_config(arch, layers: int = LAYERS):
+    """A transformers ``CLIPConfig`` at ``arch``'s published widths and heads, ``layers`` deep."""
+    from transformers import CLIPConfig
+
+    common = dict(hidden_act=arch["act"], layer_norm_eps=arch["eps"], num_hidden_layers=layers)
+    text = dict(vocab_size=CLIP_VOCAB, hidden_size=arch["text_width"], intermediate_size=arch["text_mlp"],
+                num_attention_heads=arch["text_heads"], max_position_embeddings=arch["context"],
+                bos_token_id=CLIP_VOCAB - 2, eos_token_id=CLIP_VOCAB - 1, pad_token_id=CLIP_VOCAB - 1, **common)
+    vision = dict(hidden_size=arch["vision_width"], intermediate_size=arch["vision_mlp"], patch_size=arch["patch"],
+                  num_attention_heads=arch["vision_heads"], image_size=arch["image"], **common)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=arch["embed"],
+                      logit_scale_init_value=math.log(100))
+
+
+def randomise_(model, seed: int) -> None:
+    """Random weights with O(1) attention logits (the default init's are near zero): matrices
+    N(0, 1.5^2 / fan_in), embeddings N(0, 0.5^2), LayerNorm weights 1 + N(0, 0.1^2), biases N(0, 0.1^2)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=gen)
+            if "embedding" in name:
+                param.copy_(noise / math.sqrt(param[0].numel()) if param.ndim == 4 else 0.5 * noise)
+            elif param.ndim == 2:
+                param.copy_(noise * 1.5 / math.sqrt(param.shape[1]))
+            elif param.ndim == 1:
+                param.copy_(0.1 * noise + (1.0 if name.endswith("weight") else 0.0))
+
+
+def write_clip_folder(folder, config, tokenizer_dir, seed: int):
+    """A ``CLIPModel`` folder (config.json, model.safetensors, tokenizer) of ``config``, random weights."""
     from transformers import CLIPModel, CLIPTokenizer
 
-    torch.manual_seed(2)
-    model = CLIPModel(tiny_clip_config(hidden_act="quick_gelu"))
-    with torch.no_grad():  # larger weights than the default init, for O(1) differences between inputs
-        for name, param in model.named_parameters():
-            if name.endswith("weight") and param.ndim == 2:
-                param.normal_(0, 1.5 / math.sqrt(param.shape[1]))
-    folder = tmp_path_factory.mktemp("clip_model")
+    model = CLIPModel(config)
+    randomise_(model, seed)
     model.save_pretrained(folder)
-    CLIPTokenizer.from_pretrained(clip_tokenizer_dir).save_pretrained(folder)
+    CLIPTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def laion_vit_h_dir(tmp_path_factory, clip_tokenizer_dir):
+    """laion/CLIP-ViT-H-14-laion2B-s32B-b79K's architecture (also PickScore_v1's), one layer per tower."""
+    return write_clip_folder(tmp_path_factory.mktemp("laion_vit_h"), clip_config(VIT_H_14), clip_tokenizer_dir, seed=20)
+
+
+@pytest.fixture(scope="session")
+def openai_vit_l_dir(tmp_path_factory, clip_tokenizer_dir):
+    """openai/clip-vit-large-patch14's architecture (quick GELU), one layer per tower."""
+    return write_clip_folder(tmp_path_factory.mktemp("openai_vit_l"), clip_config(VIT_L_14_OPENAI), clip_tokenizer_dir,
+                             seed=21)
 
 
 @pytest.fixture(scope="session")
@@ -258,8 +320,25 @@ def aesthetic_heads(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="session")
+def aesthetic_head_file(tmp_path_factory):
+    """``sac+logos+ava1-l14-linearMSE.pth`` at its real widths, 768-1024-128-64-16-1."""
+    path = tmp_path_factory.mktemp("aesthetic_real") / "sac+logos+ava1-l14-linearMSE.pth"
+    head = make_head_state_dict(torch.Generator().manual_seed(12), AESTHETIC_HEAD, input_gain=AESTHETIC_HEAD[0] ** 0.5)
+    torch.save(head, path)
+    return path
+
+
 @pytest.fixture
 def images():
-    """Two 32 x 32 images in [0, 1] (the tiny models' input size), requiring grad."""
+    """Two 32 x 32 images in [0, 1], requiring grad."""
     gen = torch.Generator().manual_seed(3)
     return torch.rand(2, 3, IMAGE, IMAGE, generator=gen).requires_grad_(True)
+
+
+@pytest.fixture
+def images_224():
+    """Two 224 x 224 images in [0, 1] (the real models' input size: preprocessing is only the
+    normalisation), requiring grad."""
+    gen = torch.Generator().manual_seed(6)
+    return torch.rand(2, 3, 224, 224, generator=gen).requires_grad_(True)

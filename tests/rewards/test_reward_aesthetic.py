@@ -1,14 +1,62 @@
-"""Aesthetic: LAION's head on normalised CLIP image embeddings, head file chosen by name."""
+"""Aesthetic: LAION's head on normalised CLIP image embeddings, head file chosen by name.
+
+At the real widths (OpenAI ViT-L/14 image tower, one layer, 768-d projection; head
+768-1024-128-64-16-1) the reference is a plain-torch forward (``reward_reference``) of the
+folder's tensors with heads and quick GELU copied from openai/clip-vit-large-patch14's config.json.
+"""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+import torch.nn.functional as F
+from reward_reference import VIT_L_14_OPENAI, hf_clip_image, mlp_head, normalise_pixels
 
 from hypernoise.errors import InputFileError, WeightsNotFoundError
 from hypernoise.rewards import build_reward
 
 IMAGE = 32
+TOLERANCE = 1e-4
+GRAD_TOLERANCE = 1e-4  # relative to the largest pixel gradient
+
+
+def reference_aesthetic_224(clip_dir, head_path, images_01, arch=VIT_L_14_OPENAI):
+    """head(e / |e|) with e the folder's projected image embedding, images at 224 px."""
+    from safetensors.torch import load_file
+
+    embeds = hf_clip_image(load_file(str(clip_dir / "model.safetensors")), normalise_pixels(images_01), arch)
+    return mlp_head(F.normalize(embeds, dim=-1), torch.load(head_path))
+
+
+def test_aesthetic_matches_the_reference_at_real_widths(aesthetic_head_file, openai_vit_l_dir, images_224):
+    reward = build_reward("aesthetic", pretrained=aesthetic_head_file, clip_pretrained=openai_vit_l_dir)
+    scores = reward(images_224, ["ignored", "prompts"])
+    (grad,) = torch.autograd.grad(scores.sum(), images_224)
+    ref_images = images_224.detach().clone().requires_grad_(True)
+    ref = reference_aesthetic_224(openai_vit_l_dir, aesthetic_head_file, ref_images)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), ref_images)
+
+    torch.testing.assert_close(scores, ref.detach(), atol=TOLERANCE, rtol=0)
+    assert grad.abs().max() > 0
+    torch.testing.assert_close(grad, ref_grad, atol=GRAD_TOLERANCE * ref_grad.abs().max().item(), rtol=0)
+    with torch.no_grad():  # the comparison can fail: exact GELU or 8 heads instead of the published ones
+        for wrong in ({**VIT_L_14_OPENAI, "act": "gelu"}, {**VIT_L_14_OPENAI, "vision_heads": 8}):
+            other = reference_aesthetic_224(openai_vit_l_dir, aesthetic_head_file, images_224, wrong)
+            assert (scores - other).abs().max() > 50 * TOLERANCE
+
+
+def test_an_image_tower_whose_config_has_the_wrong_head_count_is_refused(aesthetic_head_file, openai_vit_l_dir,
+                                                                         tmp_path):
+    folder = tmp_path / "tower"
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(openai_vit_l_dir / "model.safetensors")
+    config = json.loads((openai_vit_l_dir / "config.json").read_text())
+    config["vision_config"]["num_attention_heads"] = 8
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputFileError, match="vision tower 8 heads, but ViT-L-14 has vision 16"):
+        build_reward("aesthetic", pretrained=aesthetic_head_file, clip_pretrained=folder)
 
 
 def reference_aesthetic(clip_dir, head_path, images):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shlex
+
 import pytest
 import torch
 
+from hypernoise.cli.main import main
 from hypernoise.errors import ConfigError, InputFileError, OutputExistsError, UnknownNameError
 from hypernoise.rewards import build_reward
 from hypernoise.rewards.convert import CONVERTERS, convert_reward
@@ -28,6 +32,43 @@ def test_hps_folder_scores_exactly_as_the_original_file(hps_checkpoint, clip_tok
     _same_scores(build_reward("hps", pretrained=out), original, images)  # tokenizer bundled in the folder
 
 
+def test_convert_reward_hps_writes_vit_h_14s_16_vision_heads(hps_checkpoint, clip_tokenizer_dir, tmp_path):
+    """Through the CLI, as users run it: 16 heads of 80 in the vision tower, 16 of 64 in the text tower."""
+    out = tmp_path / "hps"
+    assert main(["convert-reward", "hps", str(hps_checkpoint), "--out", str(out),
+                 "--tokenizer", str(clip_tokenizer_dir)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["vision_config"]["hidden_size"] == 1280 and config["vision_config"]["num_attention_heads"] == 16
+    assert config["text_config"]["hidden_size"] == 1024 and config["text_config"]["num_attention_heads"] == 16
+    marker = json.loads((out / "hypernoise_reward.json").read_text())
+    assert marker["format"] == 2 and marker["source"] == str(hps_checkpoint.resolve())
+
+
+def _as_converted_by_format_1(folder, source):
+    """What hypernoise wrote before marker format 2: heads of width 64 in the vision tower."""
+    config = json.loads((folder / "config.json").read_text())
+    config["vision_config"]["num_attention_heads"] = 1280 // 64
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "hypernoise_reward.json").write_text(json.dumps({"reward": "hps", "format": 1, "source": str(source)}))
+
+
+def test_an_hps_folder_converted_with_20_vision_heads_is_refused_with_the_command_that_fixes_it(
+        hps_checkpoint, clip_tokenizer_dir, tmp_path, images):
+    out = convert_reward("hps", hps_checkpoint, tmp_path / "weights" / "hps", tokenizer=clip_tokenizer_dir)
+    _as_converted_by_format_1(out, hps_checkpoint)
+    with pytest.raises(InputFileError) as err:
+        build_reward("hps", pretrained=out)
+    message = str(err.value)
+    command = f"hypernoise convert-reward hps {hps_checkpoint} --out {out} --overwrite"
+    assert "\n" not in message and "vision tower 20 heads" in message and "earlier hypernoise" in message
+    assert message.endswith(f"convert again: {command}")
+
+    # the command, run as printed (with the test's stand-in for the LAION tokenizer), gives a good folder
+    assert main(shlex.split(command)[1:] + ["--tokenizer", str(clip_tokenizer_dir)]) == 0
+    original = build_reward("hps", pretrained=hps_checkpoint, tokenizer=clip_tokenizer_dir)
+    _same_scores(build_reward("hps", pretrained=out), original, images)
+
+
 def test_imagereward_folder_scores_exactly_as_the_original_file(imagereward_checkpoint, bert_tokenizer_dir,
                                                                 tmp_path, images):
     out = convert_reward("imagereward", imagereward_checkpoint, tmp_path / "ir", tokenizer=bert_tokenizer_dir)
@@ -35,6 +76,13 @@ def test_imagereward_folder_scores_exactly_as_the_original_file(imagereward_chec
     assert _no_pickles(out)
     original = build_reward("imagereward", pretrained=imagereward_checkpoint, tokenizer=bert_tokenizer_dir)
     _same_scores(build_reward("imagereward", pretrained=out), original, images)
+
+    config = json.loads((out / "vision_model" / "config.json").read_text())
+    assert config["num_attention_heads"] == 16
+    (out / "vision_model" / "config.json").write_text(json.dumps({**config, "num_attention_heads": 8}))
+    with pytest.raises(InputFileError, match="gives 8 heads but BLIP's ViT of width 1024 has 16; convert again: "
+                                             "hypernoise convert-reward imagereward"):
+        build_reward("imagereward", pretrained=out)
 
 
 def test_aesthetic_folder_bundles_head_and_image_tower(aesthetic_heads, clip_model_dir, tmp_path, images):

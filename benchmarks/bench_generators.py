@@ -48,6 +48,7 @@ def bench_family(family: str, pretrained, steps_list: list[int], repeats: int, b
                  device: str, options: dict) -> list[dict]:
     """Median seconds of base and HyperNoise generation at each step count."""
     from hypernoise.hypernet import LoRAHypernetwork, LoraSettings
+    from hypernoise.methods import sample
 
     plain, modulated = _load(pretrained, family, device, options), _load(pretrained, family, device, options)
     hyper = LoRAHypernetwork(modulated, LoraSettings(rank=rank))
@@ -60,9 +61,7 @@ def bench_family(family: str, pretrained, steps_list: list[int], repeats: int, b
             plain.generate(noise, cond_plain, steps)
 
         def hypernoise():
-            x = hyper.modulate(noise, cond_mod)
-            with hyper.adapters_disabled():
-                modulated.generate(x, cond_mod, steps)
+            sample(modulated, hyper, noise, cond_mod, num_steps=steps)
 
         def f_only():
             hyper(noise, cond_mod)

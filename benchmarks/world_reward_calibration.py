@@ -21,6 +21,7 @@ import torch
 from hypernoise.adapter import load_adapter
 from hypernoise.generators import build_generator
 from hypernoise.io import write_json
+from hypernoise.methods import sample
 from hypernoise.methods.reno import reno
 from hypernoise.rewards import build_reward
 from hypernoise.world.evaluator import default_evaluator, geneval_summary
@@ -47,9 +48,11 @@ def score(gen, reward, evaluator, hyper, noise: torch.Tensor, prompts: list[str]
     images = []
     for s in range(0, len(prompts), 120):
         cond = gen.encode(prompts[s:s + 120])
-        x = hyper.modulate(noise[s:s + 120], cond, passes) if passes else noise[s:s + 120]
-        with hyper.adapters_disabled():  # g itself: the LoRA hypernetwork lives in g's backbone
-            images.append(gen.generate(x, cond))
+        if passes:
+            images.append(sample(gen, hyper, noise[s:s + 120], cond, passes=passes).images)
+        else:
+            with hyper.adapters_disabled():  # g itself: the LoRA hypernetwork lives in g's backbone
+                images.append(sample(gen, None, noise[s:s + 120], cond).images)
     images = torch.cat(images)
     r = reward(images, prompts).float()
     records = evaluator.evaluate_images(images, prompts)

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hypernoise import __version__
-from hypernoise.errors import AdapterError
+from hypernoise.errors import AdapterError, plain
 from hypernoise.generators.base import Generator
 from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, NoiseHypernetwork
 from hypernoise.registry import Registry
@@ -41,7 +41,8 @@ HYPERNETS: Registry = Registry("hypernetwork type")
 
 @HYPERNETS.register("mlp", help="standalone MLP on the flattened noise")
 def _build_mlp(generator: Generator, config: dict) -> NoiseHypernetwork:
-    return MLPHypernetwork(generator.latent_shape, hidden=int(config["hidden"]), depth=int(config["depth"]))
+    return MLPHypernetwork(generator.latent_shape, hidden=int(config["hidden"]), depth=int(config["depth"]),
+                           passes=config.get("passes", 1))
 
 
 @HYPERNETS.register("lora", help="LoRA on the generator's backbone")
@@ -49,7 +50,7 @@ def _build_lora(generator: Generator, config: dict) -> NoiseHypernetwork:
     settings = LoraSettings(rank=int(config["rank"]), alpha=float(config["alpha"]),
                             target_modules=config.get("target_modules"), init=config.get("init", "gaussian"),
                             adapter_name=config.get("adapter_name", "hypernoise_adapter"))
-    return LoRAHypernetwork(generator, settings)
+    return LoRAHypernetwork(generator, settings, passes=config.get("passes", 1))
 
 
 def save_adapter(folder, hypernet: NoiseHypernetwork, generator: Generator, settings: Optional[dict] = None) -> Path:
@@ -91,8 +92,8 @@ def check_compatible(meta: dict, generator: Generator, folder) -> None:
     if want_name != generator.name or want_shape != tuple(generator.latent_shape):
         raise AdapterError(
             f"adapter {folder} was trained for generator {want_name!r} with noise shape {list(want_shape)}, "
-            f"not {generator.name!r} with {list(generator.latent_shape)}; pass --generator {want_name} "
-            f"(and its --pretrained weights) or another adapter")
+            f"not {generator.name!r} with {list(generator.latent_shape)}; pass `generator` {want_name} "
+            f"(and its `pretrained` weights) or another adapter")
 
 
 #: peft LoRA options a bare folder may carry that change the computation; hypernoise loads none of them
@@ -145,10 +146,9 @@ def load_adapter(generator: Generator, folder, on_build: Optional[Callable] = No
         raise AdapterError(f"{folder} is not an adapter folder (no {META_FILE} or {PEFT_CONFIG_FILE})")
     weights = _read_weights(folder)
     try:
-        hypernet = HYPERNETS.build(config.get("type", "lora"), generator=generator, config=config)
-        hypernet.set_passes(config.get("passes", 1))  # ConfigError is a ValueError
+        hypernet = HYPERNETS.build(config.get("type", "lora"), generator=generator, config=config)  # ConfigError is a ValueError
     except (KeyError, TypeError, ValueError) as e:
-        raise AdapterError(f"adapter {folder} has an unusable hypernetwork config ({e})") from None
+        raise AdapterError(f"adapter {folder} has an unusable hypernetwork config ({plain(str(e))})") from None
     try:
         hypernet.load_trainable_state_dict(weights)
     except KeyError as e:

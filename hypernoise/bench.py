@@ -18,9 +18,14 @@ from typing import Optional, Sequence
 
 import torch
 
+from hypernoise.errors import ConfigError
 from hypernoise.evaluation import EvalConfig, evaluate
-from hypernoise.methods.hypernoise import HyperNoiseConfig, ModelConfig
+from hypernoise.methods import train
+from hypernoise.methods.finetune import GeneratorLoRA
+from hypernoise.methods.hypernoise import HyperNoiseConfig, ModelConfig, build_hypernetwork
 from hypernoise.methods.reno import RenoConfig
+from hypernoise.metrics import frechet_distance, image_features
+from hypernoise.presets import default_config
 from hypernoise.training.checkpoint import list_checkpoints, load_checkpoint
 
 METHOD_ORDER = ("base", "hypernoise", "reno", "best-of-n", "finetune")
@@ -35,7 +40,7 @@ class BenchConfig:
     reward: Optional[str] = field(default=None, metadata={"help": "reward of every method (default: the generator's)"})
     hypernoise_adapter: Optional[str] = field(default=None, metadata={"help": "reuse this adapter instead of training"})
     finetune_adapter: Optional[str] = field(default=None, metadata={"help": "reuse this adapter instead of training"})
-    hypernoise_passes: Optional[int] = field(default=None, metadata={
+    passes: Optional[int] = field(default=None, metadata={
         "help": "apply HyperNoise's map K times at evaluation (default: the adapter's; training is one pass)"})
     train: Optional[HyperNoiseConfig] = field(default=None, metadata={"help": "training of both methods"})
     curve_points: int = field(default=5, metadata={"help": "checkpoints traced along each training run"})
@@ -46,22 +51,16 @@ class BenchConfig:
 
 
 def _train(method: str, cfg: BenchConfig, train_cfg: HyperNoiseConfig, prompts, out: Path) -> str:
-    from hypernoise.methods.finetune import train_finetune
-    from hypernoise.methods.hypernoise import train_hypernetwork
-
     steps = train_cfg.train.steps
     every = max(1, steps // max(1, cfg.curve_points))
     tc = replace(train_cfg, train=replace(train_cfg.train, checkpoint_every=every, progress=cfg.progress))
-    (train_finetune if method == "finetune" else train_hypernetwork)(tc, prompts, out)
+    train(tc, prompts, out, method=method)
     return str(out / "adapter")
 
 
 def _curve(method: str, run: Path, cfg: BenchConfig, train_cfg: HyperNoiseConfig, prompts,
            base_features: torch.Tensor) -> list[dict]:
     """Reward and fidelity at each checkpoint of a training run (one seed, held-out prompts)."""
-    from hypernoise.methods.finetune import GeneratorLoRA
-    from hypernoise.methods.hypernoise import build_hypernetwork
-
     points = []
     for step, path in list_checkpoints(run / "checkpoints"):
         gen = cfg.model.build()
@@ -85,8 +84,6 @@ def _curve(method: str, run: Path, cfg: BenchConfig, train_cfg: HyperNoiseConfig
 def distance_to_base(images, base_features: torch.Tensor, generator) -> float:
     """Fréchet distance from a method's images to the base model's, in the judge's feature
     space where the generator has a judge, else in 8x8-pooled pixels."""
-    from hypernoise.evaluation import frechet_distance, image_features
-
     return frechet_distance(image_features(images, generator.judge()), base_features)
 
 
@@ -100,8 +97,6 @@ def _quality(res: dict) -> float:
 def summarize(methods: dict, features: Optional[dict] = None) -> dict:
     """The ratios that matter: recovery of ReNO's gain, ReNO's time over HyperNoise's; and each
     method's distance to the base distribution (from ``features``: method -> [N, D])."""
-    from hypernoise.evaluation import frechet_distance
-
     q = {m: _quality(r) for m, r in methods.items()}
     gain = q["reno"] - q["base"]
     t = {m: r["cost"]["seconds_per_image"] for m, r in methods.items()}
@@ -114,18 +109,12 @@ def summarize(methods: dict, features: Optional[dict] = None) -> dict:
 def run_bench(cfg: BenchConfig, out_dir, generator=None) -> dict:
     """Run everything into ``out_dir``; ``generator`` (optional) is used only to read prompts and
     defaults: each method gets a freshly built generator so adapters never meet."""
-    from hypernoise.methods.hypernoise import default_config
-
     out = Path(out_dir)
     gen = generator or cfg.model.build()
     prompts, train_prompts = gen.default_prompts("test"), gen.default_prompts("train")
     train_cfg = cfg.train or default_config(gen, model=cfg.model, reward=cfg.reward)
     if not prompts or not train_prompts:
-        from hypernoise.errors import ConfigError
-
         raise ConfigError(f"generator {gen.name!r} has no built-in train/test prompts to benchmark on")
-    from hypernoise.evaluation import image_features
-
     adapters = {"hypernoise": cfg.hypernoise_adapter, "finetune": cfg.finetune_adapter}
     methods, feats, curves = {}, {}, {}
     for method in METHOD_ORDER:
@@ -134,7 +123,7 @@ def run_bench(cfg: BenchConfig, out_dir, generator=None) -> dict:
             curves[method] = _curve(method, out / f"train-{method}", cfg, train_cfg, prompts, curve_base)
         ecfg = EvalConfig(method=method, seeds=tuple(cfg.seeds), reward=cfg.reward, adapter=adapters.get(method),
                           n=cfg.n, reno=RenoConfig(iters=cfg.reno_iters), batch_size=cfg.batch_size,
-                          passes=cfg.hypernoise_passes if method == "hypernoise" else None)
+                          passes=cfg.passes if method == "hypernoise" else None)
         images: list = []
         methods[method] = evaluate(cfg.model.build(), prompts, ecfg, out / method, images_out=images)
         feats[method] = image_features(images, gen.judge())

@@ -1,5 +1,13 @@
 """Typed exceptions. The CLI turns each into one line on stderr and a non-zero exit."""
 
+from typing import Optional
+
+
+def plain(message: str) -> str:
+    """``message`` without the backquotes that mark config fields: for a message quoted inside
+    another, where its fields are not the user's flags (an adapter's recorded settings)."""
+    return message.replace("`", "")
+
 
 class HypernoiseError(Exception):
     """Base class of every error the library raises on purpose.
@@ -11,7 +19,15 @@ class HypernoiseError(Exception):
 
 
 class ConfigError(HypernoiseError, ValueError):
-    """An option or value is invalid (bad number, unknown name, malformed spec)."""
+    """An option or value is invalid (bad number, unknown name, malformed spec).
+
+    ``field``: the dotted config field at fault (``"train.batch_size"``, ``"seeds"``), when there
+    is one; the message names it the library's way, and the CLI rewrites it to its flag.
+    """
+
+    def __init__(self, message: str = "", *, field: Optional[str] = None):
+        super().__init__(message)
+        self.field = field
 
 
 class UnknownNameError(ConfigError, KeyError):

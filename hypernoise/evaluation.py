@@ -5,36 +5,31 @@
 writes ``results.json`` (INTERFACE.md), ``per_prompt.jsonl`` and, with ``geneval_layout``,
 GenEval's folder layout (``<index:05d>/metadata.jsonl``, ``<index:05d>/samples/<seed:05d>.png``).
 
-Every method sees the same initial noise for a (prompt, seed) pair (``methods.generate.seeded_noise``;
-a prompt listed more than once gets fresh seeds for each repeat, ``prompt_seeds``),
-so base, HyperNoise, ReNO and best-of-N images of one seed start from one x0. Methods are looked
-up in ``METHODS``; each runner has the shared signature (generator, reward, noise, prompts) ->
-``MethodOutput``. A generator whose world has an independent judge (``generator.judge()``, e.g.
+This module only loops, scores and writes: the methods are ``methods.METHODS`` (one runner
+signature, each method's adapter loader beside it). Every method sees the same initial noise for
+a (prompt, seed) pair (``methods.seeded_noise``; a prompt listed more than once gets fresh seeds
+for each repeat, ``prompt_seeds``), so base, HyperNoise, ReNO and best-of-N images of one seed
+start from one x0. A generator whose world has an independent judge (``generator.judge()``, e.g.
 the built-in world's GenEval-style evaluator) is also scored by it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from hypernoise.errors import ConfigError
-from hypernoise.generators.base import Generator
-from hypernoise.methods.base import Cost, MethodOutput, measure
+from hypernoise.generators.base import Generator, Judge  # noqa: F401  (Judge: re-exported)
+from hypernoise.hypernet.base import NoiseHypernetwork, check_passes
+from hypernoise.images import save_png
+from hypernoise.methods import METHODS, Cost, RunConfig, seeded_noise
 from hypernoise.methods.reno import RenoConfig
-from hypernoise.registry import Registry
-
-
-class Judge(Protocol):
-    """An evaluator independent of the training reward (the built-in world's GenEval)."""
-
-    def evaluate_images(self, images: torch.Tensor, prompts: Sequence[str]) -> list[dict]: ...
-    def summary(self, records: Sequence[dict]) -> dict: ...
-    def fidelity(self, images: torch.Tensor, prompts: Sequence[str]) -> float: ...
+from hypernoise.metrics import frechet_distance, image_features  # noqa: F401  (re-exported)
+from hypernoise.rewards import build_reward, parse_spec
 
 
 @dataclass
@@ -59,99 +54,32 @@ class EvalConfig:
     adapter_given: bool = False
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            METHODS.get(self.method)  # raises UnknownNameError listing the methods
+        method = METHODS.get(self.method)  # raises UnknownNameError listing the methods
         if not self.seeds:
-            raise ConfigError("--seeds needs at least one seed, e.g. --seeds 0,1,2,3")
-        if self.passes is not None and (int(self.passes) != self.passes or self.passes < 1):
-            raise ConfigError(f"--hypernet-passes must be a positive integer, got {self.passes}")
-        if self.passes is not None and self.method != "hypernoise":
-            raise ConfigError(f"--hypernet-passes applies to --method hypernoise, not {self.method}")
+            raise ConfigError("`seeds` needs at least one seed, e.g. (0, 1, 2, 3)", field="seeds")
+        if self.passes is not None:
+            check_passes(self.passes)
+            if self.method != "hypernoise":
+                raise ConfigError(f"`passes` applies to `method` hypernoise, not {self.method}", field="passes")
         if int(self.batch_size) < 1:
-            raise ConfigError(f"--batch-size must be a positive integer, got {self.batch_size}")
-        if self.method in ADAPTER_METHODS and not self.adapter and not self.adapter_given:
-            raise ConfigError(f"--method {self.method} needs --adapter DIR (the adapter/ folder `hypernoise train` wrote)")
+            raise ConfigError(f"`batch_size` must be a positive integer, got {self.batch_size}", field="batch_size")
+        if method.needs_adapter and not self.adapter and not self.adapter_given:
+            raise ConfigError(f"`method` {self.method} needs `adapter` (the adapter/ folder training wrote)",
+                              field="adapter")
 
 
-@dataclass
-class EvalContext:
-    """What a method runner may use besides the noise and prompts."""
-
-    generator: Generator
-    reward: torch.nn.Module
-    config: EvalConfig
-    adapter: object = None
-    #: the seed of each row of the current batch
-    batch_seeds: Sequence[int] = ()
-
-
-_CANDIDATE_STREAM = 7_000_000_000  # best-of-N candidates of seed s come from seed s + this
-
-
-Runner = Callable[[EvalContext, torch.Tensor, Sequence[str]], MethodOutput]
-METHODS: Registry = Registry("method")
-
-
-@METHODS.register("base", help="the frozen generator from the initial noise")
-@torch.no_grad()
-def _run_base(ctx: EvalContext, noise, prompts) -> MethodOutput:
-    cost = Cost(generator_forward=float(ctx.generator.nfe(ctx.config.num_steps)))
-    with measure(cost, noise.device, len(prompts)):
-        samples = ctx.generator.generate(noise, ctx.generator.encode(prompts), ctx.config.num_steps)
-    return MethodOutput(samples, cost, noise=noise)
-
-
-@METHODS.register("hypernoise", help="g(x0 + f_phi(x0, c)) with a trained noise hypernetwork")
-@torch.no_grad()
-def _run_hypernoise(ctx: EvalContext, noise, prompts) -> MethodOutput:
-    gen, hyper = ctx.generator, ctx.adapter
-    passes = ctx.config.passes or hyper.passes  # each pass of the map is one hypernetwork forward
-    cost = Cost(generator_forward=float(gen.nfe(ctx.config.num_steps)), hypernet_forward=float(passes))
-    with measure(cost, noise.device, len(prompts)):
-        cond = gen.encode(prompts)
-        modulated = hyper.modulate(noise, cond, passes)
-        with hyper.adapters_disabled():
-            samples = gen.generate(modulated, cond, ctx.config.num_steps)
-    return MethodOutput(samples, cost, noise=modulated)
-
-
-@METHODS.register("reno", help="ReNO: per-prompt optimisation of the noise against the reward")
-def _run_reno(ctx: EvalContext, noise, prompts) -> MethodOutput:
-    from dataclasses import replace
-
-    from hypernoise.methods.reno import reno
-
-    return reno(ctx.generator, ctx.reward, noise, prompts, replace(ctx.config.reno, num_steps=ctx.config.num_steps))
-
-
-@METHODS.register("best-of-n", help="best of N noises by the reward")
-def _run_best_of_n(ctx: EvalContext, noise, prompts) -> MethodOutput:
-    from hypernoise.methods.best_of_n import best_of_n
-
-    seeds = [_CANDIDATE_STREAM + s for s in ctx.batch_seeds]  # a (prompt, seed)'s candidates: its own stream
-    return best_of_n(ctx.generator, ctx.reward, noise, prompts, n=ctx.config.n, num_steps=ctx.config.num_steps, seed=seeds)
-
-
-@METHODS.register("finetune", help="the generator with a directly fine-tuned LoRA")
-def _run_finetune(ctx: EvalContext, noise, prompts) -> MethodOutput:
-    return _run_base(ctx, noise, prompts)  # the fine-tuning LoRA is loaded into g and always on
-
-
-# --------------------------------------------------------------------------- the loop
-#: methods that run with an adapter; any other method ignores --adapter (g must stay the base)
-ADAPTER_METHODS = ("hypernoise", "finetune")
-
-
-def _load_method_adapter(generator: Generator, cfg: EvalConfig):
-    if not cfg.adapter or cfg.method not in ADAPTER_METHODS:
+def load_method_adapter(generator: Generator, cfg: EvalConfig):
+    """The adapter of ``cfg.method`` loaded from ``cfg.adapter`` (None for methods without one:
+    they ignore --adapter, and g stays the base)."""
+    method = METHODS.get(cfg.method)
+    if not cfg.adapter or not method.needs_adapter:
         return None
-    if cfg.method == "finetune":
-        from hypernoise.methods.finetune import load_finetune_adapter
+    return method.load_adapter(generator, cfg.adapter)
 
-        return load_finetune_adapter(generator, cfg.adapter)  # injected into g, always on
-    from hypernoise.adapter import load_adapter
 
-    return load_adapter(generator, cfg.adapter)
+def run_config(cfg: EvalConfig, adapter=None) -> RunConfig:
+    """What the method's runner gets from an evaluation config."""
+    return RunConfig(num_steps=cfg.num_steps, adapter=adapter, passes=cfg.passes, n=cfg.n, reno=cfg.reno)
 
 
 def prompt_seeds(prompts: Sequence[str], seeds: Sequence[int]) -> list[list[int]]:
@@ -168,18 +96,16 @@ def prompt_seeds(prompts: Sequence[str], seeds: Sequence[int]) -> list[list[int]
     return out
 
 
-def run_method(ctx: EvalContext, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[torch.Tensor], Cost]:
+def run_method(method: str, generator: Generator, reward: torch.nn.Module, prompts: Sequence[str],
+               seeds: Sequence[int], config: RunConfig, batch_size: int) -> tuple[list[torch.Tensor], Cost]:
     """Images (CPU, prompt-major: every seed of prompt 0 first; seeds per ``prompt_seeds``) and
-    the mean per-image cost."""
-    from hypernoise.methods.generate import seeded_noise
-
+    the mean per-image cost of ``method``, ``batch_size`` (prompt, seed) pairs at a time."""
     pairs = [(p, s) for p, entry in zip(prompts, prompt_seeds(prompts, seeds)) for s in entry]
-    runner, images, costs = METHODS.get(ctx.config.method), [], []
-    for start in range(0, len(pairs), ctx.config.batch_size):
-        chunk = pairs[start : start + ctx.config.batch_size]
-        noise = torch.cat([seeded_noise(ctx.generator, s)[0] for _, s in chunk])
-        ctx.batch_seeds = [s for _, s in chunk]
-        out = runner(ctx, noise, [p for p, _ in chunk])
+    run, images, costs = METHODS.get(method).run, [], []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        noise = torch.cat([seeded_noise(generator, s)[0] for _, s in chunk])
+        out = run(generator, reward, noise, [p for p, _ in chunk], replace(config, seeds=[s for _, s in chunk]))
         images.extend(out.samples.detach().float().cpu().unbind(0))
         costs.append((len(chunk), out.cost))
     return images, _mean_cost(costs)
@@ -215,14 +141,12 @@ def evaluate(generator: Generator, prompts: Sequence[str], cfg: EvalConfig, out_
     Returns the results dict written to ``results.json``; the images (CPU [3, H, W], prompt-major)
     are appended to ``images_out`` when given.
     """
-    from hypernoise.rewards import build_reward
-
     reward_spec = cfg.reward or generator.default_reward
     reward = build_reward(reward_spec, device=str(generator.device), per_reward=_used(cfg.reward_weights, reward_spec))
     scorer = reward if not cfg.score_with else build_reward(
         cfg.score_with, device=str(generator.device), per_reward=_used(cfg.reward_weights, cfg.score_with))
-    ctx = EvalContext(generator, reward, cfg, adapter=adapter if adapter is not None else _load_method_adapter(generator, cfg))
-    images, cost = run_method(ctx, prompts, cfg.seeds)
+    adapter = adapter if adapter is not None else load_method_adapter(generator, cfg)
+    images, cost = run_method(cfg.method, generator, reward, prompts, cfg.seeds, run_config(cfg, adapter), cfg.batch_size)
     if images_out is not None:
         images_out.extend(images)
     per_image_prompts = [p for p in prompts for _ in cfg.seeds]
@@ -237,34 +161,8 @@ def evaluate(generator: Generator, prompts: Sequence[str], cfg: EvalConfig, out_
     return results
 
 
-def image_features(images: Sequence[torch.Tensor], judge=None) -> torch.Tensor:
-    """Features [N, D] for distribution distances: the judge's where it has them, else the image
-    average-pooled to 8x8 (a cheap, model-free feature, 192-d for RGB)."""
-    import torch.nn.functional as F
-
-    batch = torch.stack(list(images)).float()
-    if judge is not None and hasattr(judge, "features"):
-        return judge.features(batch).float()
-    return F.adaptive_avg_pool2d(batch, 8).flatten(1)
-
-
-def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to features a [N, D] and b [M, D]."""
-    a, b = a.double(), b.double()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    ca, cb = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
-    # tr sqrt(ca cb) from the eigenvalues of sqrt(ca) cb sqrt(ca) (symmetric PSD)
-    va, ua = torch.linalg.eigh(ca)
-    root = ua @ torch.diag(va.clamp_min(0).sqrt()) @ ua.T
-    cross = torch.linalg.eigvalsh(root @ cb @ root).clamp_min(0).sqrt().sum()
-    # >= 0 in exact arithmetic; rounding leaves about -1e-12 for identical sets
-    return max(0.0, float((mu_a - mu_b).pow(2).sum() + ca.trace() + cb.trace() - 2 * cross))
-
-
 def _used(options: dict, spec: str) -> dict:
     """The per-reward options that apply to the rewards of ``spec``."""
-    from hypernoise.rewards import parse_spec
-
     names = {n for n, _ in parse_spec(spec)}
     return {k: v for k, v in options.items() if k in names}
 
@@ -283,8 +181,6 @@ def _judge(generator, images, per_image_prompts, cfg, results) -> Optional[list[
 
 def write_outputs(out: Path, results: dict, prompts, seeds, images, scores, judged, records, geneval_layout) -> None:
     """results.json, per_prompt.jsonl and (optionally) the GenEval folder layout."""
-    from hypernoise.methods.generate import save_png
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     k, entry_seeds = len(seeds), prompt_seeds(prompts, seeds)
@@ -306,3 +202,17 @@ def write_outputs(out: Path, results: dict, prompts, seeds, images, scores, judg
             for j, seed in enumerate(entry_seeds[i]):
                 save_png(images[i * k + j], folder / "samples" / f"{int(seed):05d}.png", prompt, seed,
                          {"method": results["method"]})
+
+
+def before_after(generator: Generator, hypernet: NoiseHypernetwork, prompts: Sequence[str],
+                 seeds: Sequence[int] = (0, 1), reward: Optional[str] = None) -> Optional[dict]:
+    """Base and HyperNoise results on ``prompts`` (``evaluate``), for generators whose world has a
+    judge; None otherwise. ``{"base": results, "hypernoise": results}``."""
+    if generator.judge() is None:
+        return None
+    common = dict(seeds=tuple(seeds), reward=reward, batch_size=32)
+    with hypernet.adapters_disabled():  # g carries the hypernetwork's LoRA; the base runs without it
+        base = evaluate(generator, prompts, EvalConfig(method="base", **common))
+    return {"base": base,
+            "hypernoise": evaluate(generator, prompts, EvalConfig(method="hypernoise", adapter_given=True, **common),
+                                   adapter=hypernet)}

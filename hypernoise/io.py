@@ -60,11 +60,11 @@ def prepare_output(path, overwrite: bool = False, resume: bool = False) -> Path:
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputExistsError(f"output {path} exists and is a file; pass another --out")
+        raise OutputExistsError(f"output {path} exists and is a file; pass another `out`")
     if path.is_dir() and any(path.iterdir()) and not resume:
         if not overwrite:
-            raise OutputExistsError(f"output folder {path} already holds results; pass --overwrite to replace "
-                                    f"them, --resume latest to continue a run, or another --out")
+            raise OutputExistsError(f"output folder {path} already holds results; pass `overwrite` to replace "
+                                    f"them, `resume` latest to continue a run, or another `out`")
         shutil.rmtree(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def prepare_output(path, overwrite: bool = False, resume: bool = False) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise InputFileError(f"cannot write to output folder {path} ({e.strerror}); pass a writable --out") from None
+        raise InputFileError(f"cannot write to output folder {path} ({e.strerror}); pass a writable `out`") from None
     return path
 
 
@@ -86,7 +86,7 @@ def find_prompts(prompts: Optional[list], prompts_file: Optional[str]) -> Option
     """Prompts from ``--prompt`` values and/or ``--prompts FILE``; None when neither is given."""
     out = list(prompts or [])
     if any(not p.strip() for p in out):
-        raise InputFileError("an empty --prompt was given; pass non-empty text")
+        raise InputFileError("an empty `prompt` was given; pass non-empty text")
     if prompts_file:
         out += read_prompts(prompts_file)
     return out or None

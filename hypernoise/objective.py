@@ -48,16 +48,17 @@ class ObjectiveConfig:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ConfigError(f"unknown objective {self.kind!r}; choose one of: {', '.join(KINDS)}")
+            raise ConfigError(f"unknown objective {self.kind!r}; choose one of: {', '.join(KINDS)}", field="kind")
         if not self.alpha > 0:
-            raise ConfigError(f"alpha must be positive, got {self.alpha}")
+            raise ConfigError(f"`alpha` must be positive, got {self.alpha}", field="alpha")
         if self.reg_weight < 0:
-            raise ConfigError(f"reg_weight must be non-negative, got {self.reg_weight}")
+            raise ConfigError(f"`reg_weight` must be non-negative, got {self.reg_weight}", field="reg_weight")
         if self.alpha_start is not None and not self.alpha_start > 0:
-            raise ConfigError(f"--alpha-start must be positive, got {self.alpha_start}")
+            raise ConfigError(f"`alpha_start` must be positive, got {self.alpha_start}", field="alpha_start")
         self.alpha_ramp = tuple(int(s) for s in self.alpha_ramp)
         if len(self.alpha_ramp) != 2 or not 0 <= self.alpha_ramp[0] <= self.alpha_ramp[1]:
-            raise ConfigError(f"--alpha-ramp takes two steps BEGIN END with 0 <= BEGIN <= END, got {self.alpha_ramp}")
+            raise ConfigError(f"`alpha_ramp` takes two steps BEGIN END with 0 <= BEGIN <= END, got {self.alpha_ramp}",
+                              field="alpha_ramp")
 
     def alpha_at(self, step: int) -> float:
         """The temperature at optimizer step ``step`` (0-based): alpha_start, a geometric ramp, alpha."""

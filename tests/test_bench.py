@@ -4,7 +4,8 @@ import json
 
 from hypernoise.bench import BenchConfig, run_bench
 from hypernoise.generators import build_generator
-from hypernoise.methods.hypernoise import ModelConfig, default_config
+from hypernoise.methods.hypernoise import ModelConfig
+from hypernoise.presets import default_config
 
 
 def test_bench_runs_every_method_and_writes_its_files(tmp_path):

@@ -123,3 +123,26 @@ def test_frechet_distance_is_zero_to_itself_and_the_squared_shift_of_means():
     assert frechet_distance(a + torch.tensor([1.0, 2.0, 0.0], dtype=a.dtype), a) == pytest.approx(5.0, rel=1e-6)
     scaled = frechet_distance(2 * a, a)  # same mean, covariance 4x: tr(4C + C - 2 * 2C) = tr C
     assert scaled == pytest.approx(float(torch.cov(a.T).trace()), rel=1e-6)
+
+
+def test_a_method_added_in_one_place_is_evaluated_with_no_other_change(tiny_generator, tmp_path):
+    """docs/architecture.md's example: one runner with the shared signature, one registration."""
+    from hypernoise.methods import METHODS
+    from hypernoise.methods.base import Cost, MethodOutput, measure, register_method, sample
+
+    @register_method("twice-test", help="the base generator at twice its steps")
+    def run_twice(generator, reward, noise, prompts, config):
+        steps = 2 * generator.nfe(config.num_steps)
+        cost = Cost(generator_forward=float(steps))
+        with measure(cost, noise.device, len(prompts)):
+            images = sample(generator, None, noise, generator.encode(prompts), num_steps=steps).images
+        return MethodOutput(images, cost, noise=noise)
+
+    try:
+        res = evaluate(tiny_generator, PROMPTS, EvalConfig(method="twice-test", seeds=(0,), reward="redness"), tmp_path)
+        base = evaluate(tiny_generator, PROMPTS, EvalConfig(method="base", seeds=(0,), reward="redness",
+                                                            num_steps=2 * tiny_generator.default_steps))
+    finally:
+        METHODS._factories.pop("twice-test"), METHODS._help.pop("twice-test")
+    assert res["cost"]["generator_forward"] == 2 * tiny_generator.default_steps
+    assert res["rewards"] == base["rewards"]  # the same images as the base at twice the steps

@@ -12,7 +12,7 @@ from hypernoise.generators import build_generator
 from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, default_target_modules
 from hypernoise.objective import NoiseObjective
 from hypernoise.rewards import build_reward
-from hypernoise.training import HyperNoiseTask
+from hypernoise.methods.hypernoise import HyperNoiseTask
 
 
 def _base_images(gen, noise, prompts):
@@ -142,7 +142,7 @@ def test_adapter_matching_no_tensor_is_an_error(tiny_generator, tmp_path):
 def test_adapter_for_another_generator_is_refused(tmp_path):
     toy = build_generator("toy2d")
     folder = save_adapter(tmp_path / "toy", MLPHypernetwork(toy.latent_shape), toy)
-    with pytest.raises(AdapterError, match="trained for generator 'toy2d'.*--generator toy2d"):
+    with pytest.raises(AdapterError, match="trained for generator 'toy2d'.*`generator` toy2d"):
         load_adapter(build_generator("tiny"), folder)
 
 
@@ -184,20 +184,24 @@ def test_passes_compose_the_map_and_one_pass_is_the_plain_map(tiny_generator):
         twice = hyper.modulate(noise, cond, passes=2)
         torch.testing.assert_close(twice, noise + f0 + hyper(noise + f0, cond))
         assert not torch.allclose(twice, noise + f0)
-        hyper.set_passes(3)
         x = noise
         for _ in range(3):
             x = x + hyper(x, cond)
-        torch.testing.assert_close(hyper.modulate(noise, cond), x)
+        torch.testing.assert_close(hyper.modulate(noise, cond, passes=3), x)
+        with pytest.raises(ConfigError, match="positive integer"):
+            hyper.modulate(noise, cond, passes=0)
     with pytest.raises(ConfigError, match="positive integer"):
-        hyper.set_passes(0)
+        MLPHypernetwork(gen.latent_shape, passes=0)
 
 
 def test_training_with_passes_charges_the_total_displacement(tiny_generator):
     gen = tiny_generator
-    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4))
-    _train_a_little(gen, hyper)
-    hyper.set_passes(2)
+    trained = LoRAHypernetwork(gen, LoraSettings(rank=4))
+    _train_a_little(gen, trained)  # one pass, then the same weights applied twice
+    weights = {k: v.clone() for k, v in trained.trainable_state_dict().items()}
+    trained.remove()
+    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4), passes=2)
+    hyper.load_trainable_state_dict(weights)
     task = HyperNoiseTask(gen, hyper, build_reward("redness"), NoiseObjective())
     noise, prompts = gen.sample_noise(2, seed=1), ["a red square", "a photo"]
     terms = task(noise, prompts)
@@ -210,7 +214,7 @@ def test_training_with_passes_charges_the_total_displacement(tiny_generator):
 
 def test_adapter_keeps_its_passes(tiny_generator, tmp_path):
     gen = tiny_generator
-    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4)).set_passes(2)
+    hyper = LoRAHypernetwork(gen, LoraSettings(rank=4), passes=2)
     _train_a_little(gen, hyper)
     folder = save_adapter(tmp_path / "adapter", hyper, gen)
     loaded = load_adapter(build_generator("tiny"), folder)

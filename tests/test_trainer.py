@@ -11,7 +11,8 @@ from hypernoise.generators import build_generator
 from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork
 from hypernoise.objective import NoiseObjective, ObjectiveConfig
 from hypernoise.rewards import Reward, build_reward
-from hypernoise.training import HyperNoiseTask, TrainConfig, Trainer
+from hypernoise.methods.hypernoise import HyperNoiseTask
+from hypernoise.training import TrainConfig, Trainer
 from hypernoise.training.checkpoint import latest_checkpoint, list_checkpoints
 from hypernoise.training.data import NoiseSampler, PromptSampler
 
@@ -78,7 +79,7 @@ def test_alpha_schedule_follows_the_optimizer_step_across_a_resume(tmp_path):
 
 def test_resume_with_other_run_settings_is_refused(tmp_path):
     Trainer(_tiny_task(), _cfg(steps=2), tmp_path).fit(PROMPTS)
-    with pytest.raises(CheckpointError, match="batch_size=2.*start a new --out"):
+    with pytest.raises(CheckpointError, match="batch_size=2.*start a new `out_dir`"):
         Trainer(_tiny_task(), _cfg(steps=4, batch_size=3), tmp_path).fit(PROMPTS, resume="latest")
 
 
@@ -285,14 +286,16 @@ def test_reinitialize_redraws_a_zero_map_from_its_seed_and_spares_the_global_rng
 
 
 def test_a_generators_default_trials_apply_to_runs_longer_than_one_trial():
-    from hypernoise.errors import ConfigError
-    from hypernoise.methods.hypernoise import default_config
+    from types import SimpleNamespace
 
-    gen = build_generator("tiny")
-    gen.train_defaults = {"init_trials": 3, "trial_steps": 100, "steps": 800}
+    from hypernoise.errors import ConfigError
+    from hypernoise.presets import default_config, preset_config
+
+    gen = SimpleNamespace(name="shapes", pretrained=None)  # the world's preset: 3 trials of 100 steps, 800 steps
+    assert (preset_config("shapes").train.init_trials, preset_config("shapes").train.trial_steps) == (3, 100)
     assert default_config(gen).train.init_trials == 3
     assert default_config(gen, steps=101).train.init_trials == 3
     assert default_config(gen, steps=100).train.init_trials == 1  # a smoke test, not a run to choose an init for
     assert default_config(gen, steps=50, trial_steps=10).train.init_trials == 3
-    with pytest.raises(ConfigError, match="--trial-steps"):  # trials the user asked for are not dropped
+    with pytest.raises(ConfigError, match="`trial_steps`"):  # trials the user asked for are not dropped
         default_config(gen, steps=5, init_trials=3)

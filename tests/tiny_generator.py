@@ -56,7 +56,7 @@ class TinyGenerator(Generator):
     def _velocity(self, x, t, cond):
         return self.net(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype), cond["text"].to(x.dtype))
 
-    def generate(self, noise, cond, num_steps: Optional[int] = None):
+    def generate(self, noise, cond, num_steps: Optional[int] = None, rng=None):
         steps = num_steps or self.default_steps
         x = noise
         for i in range(steps):

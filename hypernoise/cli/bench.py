@@ -33,7 +33,7 @@ def run(args) -> int:
     from hypernoise.cli.common import configure_threads, hypernet_passes, model_config, reward_weights
     from hypernoise.cli.evaluate import _seeds
     from hypernoise.io import prepare_output
-    from hypernoise.methods.hypernoise import default_config
+    from hypernoise.presets import default_config
 
     configure_threads(args)
     passes = hypernet_passes(args)
@@ -45,7 +45,7 @@ def run(args) -> int:
                            progress=False if args.no_progress else None)
     cfg = BenchConfig(model=model, seeds=_seeds(args.seeds), reward=args.reward, train=train,
                       hypernoise_adapter=args.hypernoise_adapter, finetune_adapter=args.finetune_adapter,
-                      hypernoise_passes=passes,
+                      passes=passes,
                       curve_points=args.curve_points, reno_iters=args.iters, n=args.n, progress=not args.no_progress)
     out = prepare_output(args.out, overwrite=args.overwrite)
     bench = run_bench(cfg, out, generator=generator)

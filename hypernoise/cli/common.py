@@ -54,7 +54,7 @@ def configure_threads(args) -> None:
     torch.set_flush_denormal(True)
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
-    from hypernoise.generators.diffusers_common import resolve_device
+    from hypernoise.devices import resolve_device
 
     on_accelerator = resolve_device(args.device).type != "cpu"
     if args.threads is not None or not on_accelerator:

@@ -17,7 +17,7 @@ def _seeds(text: str) -> tuple:
 
 def add_arguments(p) -> None:
     from hypernoise.cli.common import add_model_args, add_output_args, add_passes_arg, add_reward_weights_arg
-    from hypernoise.evaluation import METHODS
+    from hypernoise.methods import METHODS
 
     add_model_args(p)
     p.add_argument("--method", choices=list(METHODS), default="base", help="what generates the images")

@@ -52,14 +52,12 @@ def run(args) -> int:
         raise ConfigError("--compare needs --adapter DIR (it compares base and HyperNoise images)")
     generator = model_config(args).build()
     hypernet = load_adapter(generator, args.adapter) if args.adapter else None
-    if hypernet is not None and passes:
-        hypernet.set_passes(passes)
     generator.check_prompts(prompts)
     out = prepare_output(args.out, overwrite=args.overwrite)
     seeds = list(range(args.seed, args.seed + args.num_images))
     meta = {"generator": generator.name, "num_steps": args.num_steps or generator.default_steps,
-            "adapter": args.adapter, **({"passes": hypernet.passes} if hypernet is not None else {})}
-    images = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size)
+            "adapter": args.adapter, **({"passes": passes or hypernet.passes} if hypernet is not None else {})}
+    images = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size, passes=passes)
     names = [f"{i:03d}-{_slug(p)}-seed{s}.png" for i, p in enumerate(prompts) for s in seeds]
     pairs = [(p, s) for p in prompts for s in seeds]
     sub = "hypernoise" if hypernet is not None else ""

@@ -1,13 +1,16 @@
 """``hypernoise <command>``: each command module registers ``add_arguments`` and ``run``.
 
 Errors the library raises on purpose (``HypernoiseError``) and bad arguments become one line on
-stderr and exit status 2 (1 for failures during a run), with no traceback.
+stderr and exit status 2 (1 for failures during a run), with no traceback. Library messages name
+config fields in backquotes (`` `train.batch_size` ``); ``as_flags`` rewrites each to the flag of
+the running command that sets it (``--batch-size``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -28,6 +31,28 @@ COMMANDS = {
 }
 
 
+#: config field (or its last dotted part) -> the flag's dest, where the two names differ
+FIELD_ALIASES = {"passes": "hypernet_passes", "kind": "objective", "lora.alpha": "lora_alpha", "out_dir": "out",
+                 "objective.alpha": "alpha", "reno.iters": "iters"}
+_FIELD = re.compile(r"`([A-Za-z_][A-Za-z_0-9.]*)`")
+
+
+def as_flags(message: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` with each backquoted config field replaced by ``parser``'s flag for it (the
+    bare field name where the command has no such flag)."""
+    flags = {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
+
+    def flag(match: re.Match) -> str:
+        field = match.group(1)
+        leaf = field.rsplit(".", 1)[-1]
+        for name in (FIELD_ALIASES.get(field), field, FIELD_ALIASES.get(leaf), leaf):
+            if name in flags:
+                return flags[name]
+        return field
+
+    return _FIELD.sub(flag, message)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line (usage stays in --help)."""
 
@@ -43,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         mod = importlib.import_module(f"hypernoise.cli.{module}")
         mod.add_arguments(cmd)
-        cmd.set_defaults(_run=mod.run)
+        cmd.set_defaults(_run=mod.run, _parser=cmd)
     return parser
 
 
@@ -59,7 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args._run(args) or 0)
     except HypernoiseError as e:
-        print(f"hypernoise {args.command}: error: {e}", file=sys.stderr)
+        print(f"hypernoise {args.command}: error: {as_flags(str(e), args._parser)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"hypernoise {args.command}: interrupted", file=sys.stderr)

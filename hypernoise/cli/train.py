@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-#: training methods selectable with --method
-METHODS = ("hypernoise", "finetune")
 #: seeds per test prompt of the main job's before/after: 120 balanced test entries x 8 = 960 images,
 #: a standard error near 0.015 on the overall score (2 seeds, 240 images: near 0.03)
 EVAL_SEEDS = 8
@@ -12,11 +10,12 @@ EVAL_SEEDS = 8
 def add_arguments(p) -> None:
     from hypernoise.cli.common import (add_model_args, add_output_args, add_passes_arg, add_reward_weights_arg,
                                        add_train_args)
+    from hypernoise.methods import TRAINING
 
     add_model_args(p)
     p.add_argument("--reward", default=None, help="reward spec name:weight[,...] or preset (default: the generator's)")
     add_reward_weights_arg(p)
-    p.add_argument("--method", choices=METHODS, default="hypernoise",
+    p.add_argument("--method", choices=list(TRAINING), default="hypernoise",
                    help="hypernoise (a noise hypernetwork) or finetune (direct LoRA reward fine-tuning of g, no KL)")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (default: the generator's training prompts)")
     p.add_argument("--objective", choices=["l2", "reference", "exact"], default=None, help="noise-space objective (default l2, the paper's)")
@@ -38,7 +37,7 @@ def add_arguments(p) -> None:
 
 def _configs(args, generator):
     from hypernoise.cli.common import hypernet_passes, model_config, reward_weights, train_settings
-    from hypernoise.methods.hypernoise import default_config
+    from hypernoise.presets import default_config
 
     return default_config(generator, model=model_config(args), reward=args.reward, reward_weights=reward_weights(args),
                           objective=args.objective, alpha=args.alpha, reg_weight=args.reg_weight,
@@ -50,8 +49,7 @@ def run(args) -> int:
     from hypernoise.cli.common import configure_threads, model_config
     from hypernoise.errors import ConfigError
     from hypernoise.io import find_prompts, prepare_output
-    from hypernoise.methods.finetune import train_finetune
-    from hypernoise.methods.hypernoise import build_task, train_hypernetwork
+    from hypernoise.methods import train
     from hypernoise.rewards import parse_spec
 
     configure_threads(args)
@@ -69,10 +67,7 @@ def run(args) -> int:
         raise ConfigError(f"generator {generator.name!r} has no built-in prompts; pass --prompts FILE")
     generator.check_prompts(prompts)
     out = prepare_output(args.out or f"runs/{generator.name}-{args.method}", overwrite=args.overwrite, resume=bool(args.resume))
-    if args.method == "finetune":
-        task, result = train_finetune(cfg, prompts, out, resume=args.resume, generator=generator)
-    else:
-        task, result = train_hypernetwork(cfg, prompts, out, resume=args.resume, task=build_task(cfg, generator))
+    task, result = train(cfg, prompts, out, resume=args.resume, method=args.method, generator=generator)
     if not result.is_main:
         return 1 if result.interrupted else 0
     if result.interrupted:
@@ -106,7 +101,8 @@ def _report(task, args, out) -> None:
     """Sample grid, and world GenEval on the test prompts before and after, where there is a judge."""
     import json
 
-    from hypernoise.methods.hypernoise import before_after, write_samples
+    from hypernoise.evaluation import before_after
+    from hypernoise.methods.generate import write_samples
 
     gen, hyper = task.generator, task.hypernet
     test_prompts = gen.default_prompts("test") or gen.default_prompts("train") or []

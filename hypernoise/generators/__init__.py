@@ -12,13 +12,11 @@ import torch
 
 from hypernoise.generators.base import Conditioning, Generator
 from hypernoise.generators.registry import GENERATORS
-from hypernoise.generators import toy2d as _toy2d  # noqa: F401  (registers "toy2d")
 # The diffusers families register here; each imports diffusers only when a generator is built.
 from hypernoise.generators import sd_turbo as _sd_turbo  # noqa: F401,E402  (registers "sd-turbo")
 from hypernoise.generators import sana_sprint as _sana_sprint  # noqa: F401,E402  (registers "sana-sprint")
 from hypernoise.generators import flux as _flux  # noqa: F401,E402  (registers "flux-schnell")
 from hypernoise.generators.diffusers_common import detect_generator  # noqa: E402  (registers "auto")
-from hypernoise.world import generator as _shapes  # noqa: F401  (registers "shapes")
 
 __all__ = ["Conditioning", "Generator", "GENERATORS", "build_generator", "detect_generator"]
 

@@ -3,9 +3,11 @@
 Shape contract (B = batch, ``latent_shape`` = the noise shape of one sample):
 
     encode(prompts: list[str])              -> Conditioning (dict of batch-first tensors, len B)
-    generate(noise [B, *latent_shape], cond, num_steps) -> samples
+    generate(noise [B, *latent_shape], cond, num_steps, rng) -> samples
         images [B, 3, H, W] in [0, 1] (``output_kind == "image"``) or points [B, D]
-        (``output_kind == "points"``); differentiable with respect to ``noise``.
+        (``output_kind == "points"``); differentiable with respect to ``noise``. ``rng`` (a
+        torch.Generator, or one per row) feeds stochastic sampler steps; deterministic
+        samplers ignore it.
     backbone_delta(noise [B, *latent_shape], cond) -> [B, *latent_shape]
         one pass of the backbone at the "pure noise" timestep; with the noise hypernetwork's
         adapters on, this is f_phi(x0, c).
@@ -16,12 +18,22 @@ The generator's own weights are frozen (``requires_grad=False``) and it is alway
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import nn
 
 Conditioning = Dict[str, torch.Tensor]
+RngLike = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+
+class Judge(Protocol):
+    """An evaluator of prompt faithfulness independent of the training reward (the built-in
+    world's GenEval). images [N, 3, H, W] in [0, 1], one prompt per image."""
+
+    def evaluate_images(self, images: torch.Tensor, prompts: Sequence[str]) -> list[dict]: ...
+    def summary(self, records: Sequence[dict]) -> dict: ...
+    def fidelity(self, images: torch.Tensor, prompts: Sequence[str]) -> float: ...
 
 
 class Generator(nn.Module, ABC):
@@ -41,9 +53,6 @@ class Generator(nn.Module, ABC):
     pretrained: Optional[str] = None
     #: reward spec used when the user names none
     default_reward: str = "redness"
-    #: training settings that suit this generator, used where the user gives none
-    #: (keys of TrainConfig, plus "rank" and "alpha"/"objective" of the objective)
-    train_defaults: dict = {}
 
     def __init__(self):
         super().__init__()
@@ -78,14 +87,15 @@ class Generator(nn.Module, ABC):
         """Built-in prompts of this generator's world ("train" / "test"), or None."""
         return None
 
-    def judge(self):
+    def judge(self) -> Optional[Judge]:
         """An evaluator of prompt faithfulness independent of the training rewards (the built-in
-        world's GenEval-style judge, see ``evaluation.Judge``), or None."""
+        world's GenEval-style judge), or None."""
         return None
 
     # ----------------------------------------------------------------- generation
     @abstractmethod
-    def generate(self, noise: torch.Tensor, cond: Conditioning, num_steps: Optional[int] = None) -> torch.Tensor:
+    def generate(self, noise: torch.Tensor, cond: Conditioning, num_steps: Optional[int] = None,
+                 rng: RngLike = None) -> torch.Tensor:
         """Map noise [B, *latent_shape] to samples (see module docstring); differentiable."""
 
     @property
@@ -97,10 +107,10 @@ class Generator(nn.Module, ABC):
         """One backbone pass at the pure-noise timestep: f_phi(x0, c) when adapters are on."""
         raise NotImplementedError(f"generator {self.name!r} has no backbone for a LoRA hypernetwork")
 
-    def enable_gradient_checkpointing(self) -> "Generator":
-        """Recompute backbone activations during backward to save memory; a no-op where nothing is
-        worth recomputing. Implementations must recompute under the adapter state of the forward
-        pass (g runs with adapters off, f_phi with them on; see ``hypernet.lora``)."""
+    def enable_gradient_checkpointing(self, checkpoint_fn: Optional[Callable] = None) -> "Generator":
+        """Recompute backbone activations during backward to save memory, with ``checkpoint_fn(module,
+        *args)`` where given (the caller knows what the backbone carries: a LoRA hypernetwork needs
+        ``lora.adapter_state_checkpoint``); a no-op where nothing is worth recomputing."""
         return self
 
     def nfe(self, num_steps: Optional[int] = None) -> int:

@@ -1,4 +1,4 @@
-"""What the three diffusers generators share: device and dtype, loading, family detection.
+"""What the three diffusers generators share: loading, family detection, checkpointing.
 
 Loading takes a Hugging Face model id or a local folder written by ``save_pretrained`` (a
 ``model_index.json`` plus one folder per component). Hub ids resolve through the Hugging Face
@@ -14,11 +14,12 @@ import copy
 import json
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
+from hypernoise.devices import resolve_device, resolve_dtype  # noqa: F401  (the families' device and dtype)
 from hypernoise.errors import ConfigError, WeightsNotFoundError
 from hypernoise.generators.base import Generator
 from hypernoise.generators.registry import GENERATORS
@@ -31,34 +32,6 @@ FAMILY_BY_PIPELINE = {
     "SanaSprintPipeline": "sana-sprint",
     "FluxPipeline": "flux-schnell",
 }
-
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "no": torch.float32, "bf16": torch.bfloat16,
-           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-
-
-# --------------------------------------------------------------------------- device and dtype
-def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    """The device asked for, or the first accelerator available, or the CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def resolve_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
-    """The dtype asked for (a torch dtype or a name such as "bf16"); default bf16 on CUDA, fp32 elsewhere."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ConfigError(f"unknown dtype {dtype!r}; choose one of: fp32, bf16, fp16") from None
-
 
 # --------------------------------------------------------------------------- locating weights
 def _hub_offline() -> bool:
@@ -73,7 +46,7 @@ def _not_found(pretrained: str, why: str) -> WeightsNotFoundError:
     where = f"the Hugging Face cache {constants.HF_HUB_CACHE}" + (" (HF_HUB_OFFLINE is set)" if _hub_offline() else "")
     return WeightsNotFoundError(
         f"no diffusers pipeline found for {pretrained!r} ({why}); looked for a local folder with {MODEL_INDEX} "
-        f"and in {where}; pass --pretrained with a folder saved by save_pretrained, or download the model first")
+        f"and in {where}; pass `pretrained` with a folder saved by save_pretrained, or download the model first")
 
 
 def read_model_index(pretrained: str) -> dict:
@@ -101,7 +74,7 @@ def read_model_index(pretrained: str) -> dict:
 def detect_generator(pretrained: str) -> str:
     """The generator registry name of the pipeline at ``pretrained`` (read from ``model_index.json``)."""
     if not pretrained:
-        raise ConfigError("--generator auto needs --pretrained (a Hugging Face id or a local folder)")
+        raise ConfigError("`generator` auto needs `pretrained` (a Hugging Face id or a local folder)", field="pretrained")
     class_name = read_model_index(pretrained).get("_class_name")
     try:
         return FAMILY_BY_PIPELINE[class_name]
@@ -124,8 +97,8 @@ def _check_family(index: dict, pipeline_class: str, pretrained: str) -> None:
     """A folder of another supported family is a clear error, not a half-loaded pipeline."""
     found = index.get("_class_name")
     if found != pipeline_class and found in FAMILY_BY_PIPELINE:
-        raise ConfigError(f"{pretrained} holds a {found}, not a {pipeline_class}; pass --generator "
-                          f"{FAMILY_BY_PIPELINE[found]} (or auto)")
+        raise ConfigError(f"{pretrained} holds a {found}, not a {pipeline_class}; pass `generator` "
+                          f"{FAMILY_BY_PIPELINE[found]} (or auto)", field="generator")
 
 
 def load_pipeline(pipeline_class: str, pretrained: str, dtype: torch.dtype, device: torch.device, **kwargs):
@@ -210,8 +183,8 @@ class DiffusersGenerator(Generator):
     def check_size(self) -> None:
         m = self.size_multiple()
         if self.height <= 0 or self.width <= 0 or self.height % m or self.width % m:
-            raise ConfigError(f"{self.name} needs --height/--width that are positive multiples of {m}, "
-                              f"got {self.height}x{self.width}")
+            raise ConfigError(f"{self.name} needs `height`/`width` that are positive multiples of {m}, "
+                              f"got {self.height}x{self.width}", field="height")
 
     @property
     def backbone(self) -> nn.Module:
@@ -233,7 +206,7 @@ class DiffusersGenerator(Generator):
     def resolve_steps(self, num_steps: Optional[int]) -> int:
         steps = int(num_steps or self.default_steps)
         if steps < 1:
-            raise ConfigError(f"--num-steps must be a positive integer, got {num_steps}")
+            raise ConfigError(f"`num_steps` must be a positive integer, got {num_steps}", field="num_steps")
         return steps
 
     def describe(self) -> dict:
@@ -245,11 +218,14 @@ class DiffusersGenerator(Generator):
         image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
         return (image / 2 + 0.5).clamp(0, 1)
 
-    def enable_gradient_checkpointing(self) -> "DiffusersGenerator":
-        """Recompute the backbone's blocks in backward, under the adapter state of the forward pass."""
-        from hypernoise.hypernet.lora import adapter_state_checkpoint
-
-        self.net.enable_gradient_checkpointing(gradient_checkpointing_func=adapter_state_checkpoint)
+    def enable_gradient_checkpointing(self, checkpoint_fn: Optional[Callable] = None) -> "DiffusersGenerator":
+        """Recompute the backbone's blocks in backward with ``checkpoint_fn(module, *args)``
+        (diffusers' ``gradient_checkpointing_func``; default: its own). A backbone that carries a
+        LoRA hypernetwork needs ``hypernoise.lora.adapter_state_checkpoint``."""
+        if checkpoint_fn is None:
+            self.net.enable_gradient_checkpointing()
+        else:
+            self.net.enable_gradient_checkpointing(gradient_checkpointing_func=checkpoint_fn)
         return self
 
     def disable_gradient_checkpointing(self) -> "DiffusersGenerator":

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from hypernoise.generators.base import Conditioning
-from hypernoise.generators.diffusers_common import DiffusersGenerator, load_pipeline, resolve_device, resolve_dtype
+from hypernoise.devices import resolve_device, resolve_dtype
+from hypernoise.generators.diffusers_common import DiffusersGenerator, load_pipeline
 from hypernoise.generators.registry import GENERATORS
 
 NOISE_FLOW_TIME = 1.0
@@ -34,10 +35,6 @@ class FluxGenerator(DiffusersGenerator):
     backbone_attr = "transformer"
     final_projection = "proj_out"
     default_steps = 4
-    #: the paper's run (METHOD.md): rank 128, alpha 5 x rank, AdamW 2e-5, clip 1, 100 warmup steps,
-    #: reg_weight 0.5 on mean(f^2); trained with one step, sampled with four
-    train_defaults = {"rank": 128, "lora_alpha": 640, "optimizer": "adamw", "lr": 2e-5, "max_grad_norm": 1.0,
-                      "warmup_steps": 100, "objective": "reference", "num_steps": 1}
 
     def __init__(self, pipe, pretrained: str, height: Optional[int] = None, width: Optional[int] = None,
                  max_sequence_length: int = 512, guidance_scale: float = 3.5):

@@ -18,7 +18,8 @@ from typing import Optional
 import torch
 
 from hypernoise.generators.base import Conditioning
-from hypernoise.generators.diffusers_common import DiffusersGenerator, load_pipeline, resolve_device, resolve_dtype
+from hypernoise.devices import resolve_device, resolve_dtype
+from hypernoise.generators.diffusers_common import DiffusersGenerator, load_pipeline
 from hypernoise.generators.registry import GENERATORS
 
 GUIDANCE_SCALE = 4.5  # the pipeline's default, and the reference's hypernetwork guidance
@@ -41,10 +42,6 @@ class SanaSprintGenerator(DiffusersGenerator):
     backbone_attr = "transformer"
     final_projection = "proj_out"
     default_steps = 1
-    #: the paper's run (METHOD.md): rank 128, alpha 256, SGD 1e-3, clip 1, 100 warmup steps,
-    #: reg_weight 0.5 on mean(f^2), one-step training
-    train_defaults = {"rank": 128, "lora_alpha": 256, "optimizer": "sgd", "lr": 1e-3, "max_grad_norm": 1.0,
-                      "warmup_steps": 100, "objective": "reference", "num_steps": 1}
 
     def __init__(self, pipe, pretrained: str, height: Optional[int] = None, width: Optional[int] = None,
                  max_sequence_length: int = 300, guidance_scale: float = GUIDANCE_SCALE):

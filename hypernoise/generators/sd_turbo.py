@@ -12,7 +12,8 @@ from typing import Optional
 import torch
 
 from hypernoise.generators.base import Conditioning
-from hypernoise.generators.diffusers_common import DiffusersGenerator, load_pipeline, resolve_device, resolve_dtype
+from hypernoise.devices import resolve_device, resolve_dtype
+from hypernoise.generators.diffusers_common import DiffusersGenerator, load_pipeline
 from hypernoise.generators.registry import GENERATORS
 
 #: UNet timestep of the hypernetwork pass: the "pure noise" end of SD's discrete schedule
@@ -28,10 +29,6 @@ class SDTurboGenerator(DiffusersGenerator):
     backbone_attr = "unet"
     final_projection = "conv_out"
     default_steps = 1
-    #: the reference run (scripts/sd-turbo_hypernoise.sh): rank 128, alpha 1 x rank, SGD 1e-3, clip 10,
-    #: reg_weight 0.5 on mean(f^2), one-step training
-    train_defaults = {"rank": 128, "lora_alpha": 128, "optimizer": "sgd", "lr": 1e-3, "max_grad_norm": 10.0,
-                      "objective": "reference", "num_steps": 1}
 
     def __init__(self, pipe, pretrained: str, height: Optional[int] = None, width: Optional[int] = None):
         super().__init__(pipe, pretrained, height, width)

@@ -27,29 +27,38 @@ from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Conditioning
 
 
+def check_passes(passes, field: str = "passes") -> int:
+    """``passes`` as an int K >= 1 (K = 1 is the paper's HyperNoise); ``ConfigError`` otherwise."""
+    if isinstance(passes, bool) or not isinstance(passes, (int, float)) or int(passes) != passes or passes < 1:
+        raise ConfigError(f"`{field}` must be a positive integer (times the hypernetwork's map is applied), "
+                          f"got {passes}", field=field)
+    return int(passes)
+
+
 class NoiseHypernetwork(nn.Module):
     """Base class: ``forward(noise, cond) -> delta`` with ``delta.shape == noise.shape``."""
 
     #: "lora" or "mlp", recorded in hypernoise.json
     kind: str = "hypernetwork"
-    #: K, times the map x <- x + f_phi(x, c) is applied (set with ``set_passes``)
-    passes: int = 1
+
+    def __init__(self, passes: int = 1):
+        super().__init__()
+        self._passes = check_passes(passes)
+
+    @property
+    def passes(self) -> int:
+        """K, times the map x <- x + f_phi(x, c) is applied by default (fixed at construction,
+        recorded in hypernoise.json; ``displacement``/``modulate`` take a per-call K)."""
+        return self._passes
 
     def forward(self, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
-
-    def set_passes(self, passes: int) -> "NoiseHypernetwork":
-        """Apply the map K = ``passes`` times (K >= 1; K = 1 is the paper's HyperNoise)."""
-        if int(passes) != passes or int(passes) < 1:
-            raise ConfigError(f"hypernetwork passes must be a positive integer, got {passes}")
-        self.passes = int(passes)
-        return self
 
     def displacement(self, noise: torch.Tensor, cond: Conditioning, passes: Optional[int] = None) -> torch.Tensor:
         """x0_hat - x0 [B, *latent_shape] after K = ``passes`` (default: ``self.passes``) passes;
         exactly f_phi(x0, c) for K = 1."""
         delta = self(noise, cond)
-        for _ in range((passes or self.passes) - 1):
+        for _ in range((self.passes if passes is None else check_passes(passes)) - 1):
             delta = delta + self(noise + delta.to(noise.dtype), cond)
         return delta
 

@@ -5,202 +5,24 @@ backbone's final projection is made to return only its LoRA delta (its frozen ba
 replaced by zeros while adapters are on), so with LoRA B = 0 at initialisation f_phi = 0
 exactly, and with adapters off every layer, the final one included, is bit-identical to g.
 
-Saved weights use peft's key layout (``<module>.lora_A.weight``, no adapter name), so a saved
-folder is a standard peft adapter; keys with peft's ``base_model.model.`` prefix load too.
-
-Grouped convolutions (SANA's depthwise ``ff.conv_depth``) are not adapted by default. When a
-target list names one (the paper's released adapters do), it gets the dense LoRA that peft < 0.16
-built: A a full convolution (r, C_in, kh, kw), B a 1x1 convolution (C_out, r, 1, 1), registered
-through peft's custom-module mechanism so that keys, adapter switching and saving stay peft's.
-
-Gradient checkpointing: ``adapter_state_checkpoint`` is the checkpoint function to hand to
-diffusers' ``enable_gradient_checkpointing``. Plain checkpointing recomputes a block in backward
-under the adapters' state at that moment; HyperNoise runs g with adapters off and calls backward
-after switching them back on, so g's blocks would be recomputed as f_phi's (wrong gradients, or a
-CheckpointError). This function records each block's adapter state in forward and restores it
-for the recomputation.
+The LoRA layers themselves (injection, fp32 weights, peft key layout, strict loading, dense LoRA
+on grouped convolutions, adapter-state checkpointing) are ``hypernoise.lora.BackboneLoRA``,
+shared with direct fine-tuning.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
 from typing import Iterator, Optional
 
 import torch
 from torch import nn
 
-from hypernoise.errors import AdapterError, ConfigError
+from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Conditioning, Generator
 from hypernoise.hypernet.base import NoiseHypernetwork
-
-ADAPTER_NAME = "hypernoise_adapter"
-_PEFT_PREFIX = "base_model.model."
-
-
-@dataclass
-class LoraSettings:
-    """LoRA hyperparameters of the noise hypernetwork."""
-
-    rank: int = field(default=16, metadata={"help": "LoRA rank r (the paper: 128 on SANA-Sprint)"})
-    alpha: Optional[float] = field(default=None, metadata={"help": "LoRA alpha; default 2 x rank (the paper's 256 for r=128)"})
-    target_modules: Optional[list] = field(default=None, metadata={
-        "help": "module names to adapt (or one peft regex string); default every Linear and non-grouped "
-                "Conv2d of the backbone"})
-    init: str = field(default="gaussian", metadata={"help": "peft init_lora_weights: gaussian or true (B = 0 either way)"})
-    adapter_name: str = field(default=ADAPTER_NAME, metadata={"help": "peft adapter name"})
-
-    def __post_init__(self):
-        if int(self.rank) < 1:
-            raise ConfigError(f"LoRA rank must be a positive integer, got {self.rank}")
-        if self.alpha is None:
-            self.alpha = 2.0 * self.rank
-        if self.init not in ("gaussian", "true", True):
-            raise ConfigError(f"LoRA init must be 'gaussian' or 'true', got {self.init!r}")
-
-
-def default_target_modules(backbone: nn.Module) -> list[str]:
-    """Every Linear and Conv2d of ``backbone`` except grouped convolutions (peft rejects them)."""
-    names = []
-    for name, module in backbone.named_modules():
-        if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1):
-            names.append(name)
-    return names
-
-
-def tuner_layers(backbone: nn.Module) -> list[nn.Module]:
-    """Every peft LoRA layer inside ``backbone`` (whatever adapters it holds)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return [m for m in backbone.modules() if isinstance(m, BaseTunerLayer)]
-
-
-# --------------------------------------------------------------------------- dense LoRA on grouped convs
-def _dense_grouped_conv_class():
-    """Build (once) the peft LoRA layer class for grouped Conv2d; peft is imported lazily."""
-    global _DenseGroupedLoraConv2d
-    if _DenseGroupedLoraConv2d is not None:
-        return _DenseGroupedLoraConv2d
-    from peft.tuners.lora.layer import LoraLayer
-
-    class DenseGroupedLoraConv2d(nn.Module, LoraLayer):
-        """LoRA on a grouped ``nn.Conv2d`` with a dense low-rank path, in peft < 0.16's layout.
-
-        y = conv_grouped(x) + scaling * B(A(x)), A: Conv2d(C_in, r, k, stride, padding), B: 1x1
-        Conv2d(r, C_out). Weights: ``lora_A.<adapter>.weight`` (r, C_in, kh, kw) and
-        ``lora_B.<adapter>.weight`` (C_out, r, 1, 1). Merging is not supported.
-        """
-
-        def __init__(self, base_layer: nn.Module, adapter_name: str, config, r: int = 0, lora_alpha: float = 1, **_):
-            super().__init__()
-            LoraLayer.__init__(self, base_layer)
-            self._active_adapter = adapter_name
-            self.update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config)
-
-        def update_layer(self, adapter_name: str, r: int, lora_alpha: float, config, **_) -> None:
-            base = self.get_base_layer()
-            self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
-            self.scaling[adapter_name] = lora_alpha / (r ** 0.5 if config.use_rslora else r)
-            self.use_rslora[adapter_name] = config.use_rslora
-            self.use_dora[adapter_name] = self.lora_bias[adapter_name] = False
-            dropout = config.lora_dropout
-            self.lora_dropout[adapter_name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-            self.lora_A[adapter_name] = nn.Conv2d(base.in_channels, r, base.kernel_size, base.stride, base.padding,
-                                                  dilation=base.dilation, bias=False)
-            self.lora_B[adapter_name] = nn.Conv2d(r, base.out_channels, 1, bias=False)
-            if config.init_lora_weights:
-                self.reset_lora_parameters(adapter_name, config.init_lora_weights)
-            self._move_adapter_to_device_of_base_layer(adapter_name)
-            self.set_adapter(self.active_adapters)
-
-        def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-            result = self.base_layer(x, *args, **kwargs)
-            if self.disable_adapters:
-                return result
-            out_dtype = result.dtype
-            for name in self.active_adapters:
-                if name in self.lora_A:
-                    a, b = self.lora_A[name], self.lora_B[name]
-                    h = self.lora_dropout[name](x.to(a.weight.dtype))
-                    result = result + b(a(h)) * self.scaling[name]
-            return result.to(out_dtype)
-
-    # importable by name (module-level __getattr__ below), so layers holding it pickle
-    DenseGroupedLoraConv2d.__module__, DenseGroupedLoraConv2d.__qualname__ = __name__, "DenseGroupedLoraConv2d"
-    _DenseGroupedLoraConv2d = DenseGroupedLoraConv2d
-    return DenseGroupedLoraConv2d
-
-
-_DenseGroupedLoraConv2d = None
-
-
-def __getattr__(name: str):
-    if name == "DenseGroupedLoraConv2d":
-        return _dense_grouped_conv_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _dispatch_grouped_conv(target: nn.Module, adapter_name: str, config, **kwargs) -> Optional[nn.Module]:
-    """peft custom-module dispatcher: dense LoRA for grouped Conv2d, None (peft's default) otherwise."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-    if not (isinstance(base, nn.Conv2d) and base.groups > 1):
-        return None
-    layer_class = _dense_grouped_conv_class()
-    return layer_class(target, adapter_name, config=config, r=kwargs["r"], lora_alpha=kwargs["lora_alpha"])
-
-
-def redraw_lora(layers: list, adapter_name: str, init: str, seed: int) -> None:
-    """Re-draw every LoRA A of ``adapter_name`` in ``layers`` from ``seed`` with peft's own
-    initialiser (``init``: gaussian or true) and zero every B, so the delta is 0 again. The global
-    random state is left as it was. Weights keep their dtype, device and ``requires_grad``."""
-    peft_init = "gaussian" if init == "gaussian" else True
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        for layer in layers:
-            if adapter_name in layer.lora_A:
-                layer.reset_lora_parameters(adapter_name, peft_init)
-
-
-# --------------------------------------------------------------------------- adapter switches, checkpointing
-def _switch_adapters(layers: list, enabled: list) -> None:
-    """Turn each LoRA layer's adapters on or off, as peft's forward reads them.
-
-    peft's ``enable_adapters`` also freezes (off) and unfreezes (on) the LoRA weights: slow on
-    every call, and a backward pass taken while g runs would silently train nothing. Only the
-    switch is flipped here; ``requires_grad`` is left as the hypernetwork set it.
-    """
-    for layer, on in zip(layers, enabled):
-        layer._disable_adapters = not on
-
-
-@contextlib.contextmanager
-def _adapters_switched(layers: list, enabled: list) -> Iterator[None]:
-    """Set each layer's adapters on/off inside the context; restore the previous switches at exit."""
-    before = [not layer.disable_adapters for layer in layers]
-    _switch_adapters(layers, enabled)
-    try:
-        yield
-    finally:
-        _switch_adapters(layers, before)
-
-
-def adapter_state_checkpoint(module: nn.Module, *args, **kwargs):
-    """``torch.utils.checkpoint`` of ``module(*args)`` whose backward recomputation runs under the
-    adapter switches (on/off per LoRA layer) that were in force during this forward pass.
-
-    Pass it to diffusers as ``backbone.enable_gradient_checkpointing(gradient_checkpointing_func=...)``.
-    """
-    from torch.utils.checkpoint import checkpoint
-
-    layers = tuner_layers(module)
-    enabled = [not layer.disable_adapters for layer in layers]
-
-    def contexts():
-        return contextlib.nullcontext(), _adapters_switched(layers, enabled)
-
-    return checkpoint(module.__call__, *args, use_reentrant=False, context_fn=contexts, **kwargs)
+from hypernoise.lora import (ADAPTER_NAME, BackboneLoRA, LoraSettings, adapter_state_checkpoint,  # noqa: F401
+                             default_target_modules, redraw_lora, tuner_layers)
 
 
 class LoRAHypernetwork(NoiseHypernetwork):
@@ -212,49 +34,28 @@ class LoRAHypernetwork(NoiseHypernetwork):
 
     kind = "lora"
 
-    def __init__(self, generator: Generator, settings: Optional[LoraSettings] = None):
-        super().__init__()
-        from peft import LoraConfig, inject_adapter_in_model
-
+    def __init__(self, generator: Generator, settings: Optional[LoraSettings] = None, passes: int = 1):
+        super().__init__(passes)
         settings = settings or LoraSettings()
-        backbone = generator.backbone
-        if backbone is None or generator.final_projection is None:
+        if generator.backbone is None or generator.final_projection is None:
             raise ConfigError(f"generator {generator.name!r} has no backbone; use the MLP hypernetwork")
         self.settings = settings
         self.__dict__["_generator"] = generator  # a reference, not a submodule (no double registration)
-        targets = settings.target_modules or default_target_modules(backbone)
-        targets = targets if isinstance(targets, str) else list(targets)  # a string is peft's regex form
-        self.peft_config = LoraConfig(
-            r=int(settings.rank), lora_alpha=float(settings.alpha), target_modules=targets,
-            init_lora_weights="gaussian" if settings.init == "gaussian" else True, lora_dropout=0.0,
-        )
-        # grouped convolutions, when targeted, get peft < 0.16's dense LoRA (see the module docstring)
-        self.peft_config._register_custom_module({nn.Conv2d: _dispatch_grouped_conv})
-        inject_adapter_in_model(self.peft_config, backbone, adapter_name=settings.adapter_name)
-        self._lora_params = self._collect_lora_parameters()
-        for p in self._lora_params.values():  # trainable weights stay fp32 (diffusers' cast_training_params)
-            p.data = p.data.float()
-            p.requires_grad_(True)
-        self._layers = tuner_layers(backbone)
+        self.lora = BackboneLoRA(generator.backbone, settings)
+        self.peft_config = self.lora.peft_config
         self._hook = self._install_delta_only(generator.final_projection)
 
-    # ----------------------------------------------------------------- structure
     @property
     def generator(self) -> Generator:
         return self._generator
-
-    def _collect_lora_parameters(self) -> dict[str, nn.Parameter]:
-        """Map peft-layout keys (``proj_out.lora_A.weight``) to the adapter's parameters."""
-        tag = f".{self.settings.adapter_name}"
-        return {name.replace(tag, ""): p for name, p in self.generator.backbone.named_parameters()
-                if "lora_" in name and tag in name}
 
     def _install_delta_only(self, path: str):
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         layer = self.generator.backbone.get_submodule(path)
         if not isinstance(layer, BaseTunerLayer):
-            raise ConfigError(f"final projection {path!r} is not among the LoRA target modules; add it")
+            raise ConfigError(f"final projection {path!r} is not among the LoRA target modules; add it",
+                              field="lora.target_modules")
 
         def zero_base_output(_module, _inputs, output):
             # While adapters are on, the final layer's frozen base output is dropped: the layer
@@ -266,12 +67,11 @@ class LoRAHypernetwork(NoiseHypernetwork):
         return layer.base_layer.register_forward_hook(zero_base_output)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self._lora_params.values())
+        return list(self.lora.params.values())
 
     def reinitialize(self, seed: int) -> None:
-        redraw_lora(self._layers, self.settings.adapter_name, self.settings.init, seed)
+        self.lora.reinitialize(seed)
 
-    # ----------------------------------------------------------------- forward
     def forward(self, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         return self.generator.backbone_delta(noise, cond)
 
@@ -282,35 +82,18 @@ class LoRAHypernetwork(NoiseHypernetwork):
         Only peft's switch is flipped; the LoRA weights keep ``requires_grad``, so backward may be
         called inside or after the context.
         """
-        with _adapters_switched(self._layers, [False] * len(self._layers)):
+        with self.lora.disabled():
             yield
 
-    # ----------------------------------------------------------------- weights
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: p.detach() for k, p in self._lora_params.items()}
+        return self.lora.state_dict()
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load peft-layout LoRA weights strictly (both key forms); a partial match is an error."""
-        state = {k[len(_PEFT_PREFIX):] if k.startswith(_PEFT_PREFIX) else k: v for k, v in state.items()}
-        state = {k.replace(f".{self.settings.adapter_name}.", "."): v for k, v in state.items()}
-        missing = sorted(set(self._lora_params) - set(state))
-        unexpected = sorted(set(state) - set(self._lora_params))
-        if missing or unexpected:
-            raise AdapterError(
-                f"adapter weights do not match this backbone's LoRA layers: {len(missing)} missing "
-                f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
-        with torch.no_grad():
-            for k, v in state.items():
-                p = self._lora_params[k]
-                if p.shape != v.shape:
-                    raise AdapterError(f"adapter tensor {k} has shape {tuple(v.shape)}, the backbone expects {tuple(p.shape)}")
-                p.copy_(v)
+        self.lora.load_state_dict(state)
 
     def config(self) -> dict:
-        s = asdict(self.settings)
-        targets = self.settings.target_modules
-        s["target_modules"] = targets if targets is None or isinstance(targets, str) else list(targets)
-        return {**super().config(), "final_projection": self.generator.final_projection, **s}
+        return {**super().config(), "final_projection": self.generator.final_projection, **self.settings.describe()}
 
     def save_peft_config(self, folder) -> None:
         """Write peft's ``adapter_config.json`` into ``folder``."""
@@ -319,17 +102,5 @@ class LoRAHypernetwork(NoiseHypernetwork):
     def remove(self) -> None:
         """Take the hypernetwork out of the generator: the delta-only hook and every LoRA layer go,
         the backbone is its original modules again (and can carry a new hypernetwork)."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
         self._hook.remove()
-        backbone = self.generator.backbone
-        for name, module in list(backbone.named_modules()):
-            if isinstance(module, BaseTunerLayer):
-                parent, _, child = name.rpartition(".")
-                setattr(backbone.get_submodule(parent) if parent else backbone, child, module.get_base_layer())
-        configs = getattr(backbone, "peft_config", None)
-        if isinstance(configs, dict):
-            configs.pop(self.settings.adapter_name, None)
-            if not configs:
-                del backbone.peft_config
-        self._layers, self._lora_params = [], {}
+        self.lora.remove()

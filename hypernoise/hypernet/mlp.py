@@ -20,8 +20,8 @@ class MLPHypernetwork(NoiseHypernetwork):
 
     kind = "mlp"
 
-    def __init__(self, latent_shape: tuple, hidden: int = 128, depth: int = 3):
-        super().__init__()
+    def __init__(self, latent_shape: tuple, hidden: int = 128, depth: int = 3, passes: int = 1):
+        super().__init__(passes)
         self.latent_shape = tuple(latent_shape)
         self.hidden, self.depth = hidden, depth
         dim = math.prod(self.latent_shape)

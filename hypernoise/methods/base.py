@@ -1,8 +1,17 @@
-"""The shape every noise method shares, and what it costs.
+"""The shape every noise method shares, what it costs, and the one sampling path.
 
-    method(generator, reward, noise [B, *latent_shape], prompts, ...) -> MethodOutput
+    METHODS.get(name).run(generator, reward, noise [B, *latent_shape], prompts, RunConfig) -> MethodOutput
         samples: images [B, 3, H, W] in [0, 1] (or points), one per prompt
         cost:    network evaluations, seconds and peak memory, per image
+
+    sample(generator, hypernet, noise, cond, passes, num_steps, rng) -> Sample
+        images = g(x0 + f_phi(x0, c), c) with the hypernetwork's adapters off while g runs
+        (g(x0, c) without a hypernetwork); differentiable. Training, evaluation, generation, the
+        bench and the benchmarks all generate through it.
+
+Each method lives in its own module and registers a ``Method`` (its runner, and the loader of
+its trained adapter where it has one) in ``METHODS`` with ``register_method``; the base model's
+runner is here.
 
 Network evaluations are counted per image and per network, forward and backward apart: a
 backward pass through g costs about two forwards, so ReNO's 50 iterations are 50 forward +
@@ -15,9 +24,14 @@ import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch
+from torch import nn
+
+from hypernoise.generators.base import Conditioning, Generator
+from hypernoise.hypernet.base import NoiseHypernetwork
+from hypernoise.registry import Registry
 
 
 @dataclass
@@ -108,3 +122,98 @@ def measure(cost: Cost, device: torch.device, n_images: int) -> Iterator[Cost]:
         torch.cuda.synchronize(device)
     cost.seconds_per_image = (time.perf_counter() - start) / max(1, n_images)
     cost.peak_memory_mb = peak.mb
+
+
+# --------------------------------------------------------------------------- noise and the sampling path
+def seeded_noise(generator: Generator, seed: int) -> tuple[torch.Tensor, torch.Generator]:
+    """Noise [1, *latent_shape] for ``seed`` (drawn on the CPU) and the generator that drew it."""
+    rng = torch.Generator().manual_seed(int(seed))
+    noise = torch.randn((1, *generator.latent_shape), generator=rng, dtype=torch.float32)
+    return noise.to(device=generator.device, dtype=generator.dtype), rng
+
+
+@dataclass
+class Sample:
+    """What ``sample`` returns: images [B, 3, H, W] (or points [B, D]), the noise g started from
+    x0_hat [B, *latent_shape], and the displacement x0_hat - x0 (None without a hypernetwork)."""
+
+    images: torch.Tensor
+    noise: torch.Tensor
+    delta: Optional[torch.Tensor] = None
+
+
+RngLike = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+
+def sample(generator: Generator, hypernet: Optional[NoiseHypernetwork], noise: torch.Tensor, cond: Conditioning,
+           passes: Optional[int] = None, num_steps: Optional[int] = None, rng: RngLike = None) -> Sample:
+    """g(x0 + f_phi(x0, c), c) for noise x0 [B, *latent_shape], the hypernetwork applied K =
+    ``passes`` times (default: its own); g(x0, c) when ``hypernet`` is None. f_phi runs with its
+    adapters on, g with them off (one copy of the backbone holds both). Differentiable; wrap in
+    ``torch.no_grad()`` for inference. ``rng`` feeds stochastic sampler steps (one per row)."""
+    if hypernet is None:
+        return Sample(generator.generate(noise, cond, num_steps, rng=rng), noise)
+    delta = hypernet.displacement(noise, cond, passes)
+    modulated = noise + delta.to(noise.dtype)
+    with hypernet.adapters_disabled():
+        images = generator.generate(modulated, cond, num_steps, rng=rng)
+    return Sample(images, modulated, delta)
+
+
+# --------------------------------------------------------------------------- the method family
+@dataclass
+class RunConfig:
+    """What a method's runner may use besides the noise and the prompts; each reads its own fields."""
+
+    #: generator steps (default: the generator's)
+    num_steps: Optional[int] = None
+    #: the method's loaded adapter (hypernoise: the hypernetwork; finetune: the LoRA already in g)
+    adapter: Any = None
+    #: hypernoise: times its map is applied (default: the adapter's)
+    passes: Optional[int] = None
+    #: the seed of each row of the batch (best-of-N draws a row's candidates from it)
+    seeds: Sequence[int] = ()
+    #: best-of-N: candidates per prompt
+    n: int = 50
+    #: ReNO's settings (``methods.reno.RenoConfig``; None: its defaults)
+    reno: Any = None
+    #: progress bars inside a method (ReNO's iterations)
+    progress: bool = False
+
+
+Runner = Callable[[Generator, nn.Module, torch.Tensor, Sequence[str], RunConfig], MethodOutput]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: ``run`` (one signature for all) and, for methods that run with a
+    trained adapter, ``load_adapter(generator, folder)`` returning what ``RunConfig.adapter`` holds."""
+
+    run: Runner
+    load_adapter: Optional[Callable[[Generator, Any], Any]] = None
+
+    @property
+    def needs_adapter(self) -> bool:
+        return self.load_adapter is not None
+
+
+METHODS: Registry = Registry("method")
+
+
+def register_method(name: str, help: str, load_adapter: Optional[Callable] = None) -> Callable[[Runner], Runner]:
+    """Decorator: register ``run`` as method ``name`` (one line per method)."""
+    def decorator(run: Runner) -> Runner:
+        METHODS.register(name, help=help)(Method(run, load_adapter))
+        return run
+
+    return decorator
+
+
+@register_method("base", help="the frozen generator from the initial noise")
+@torch.no_grad()
+def run_base(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str],
+             config: RunConfig) -> MethodOutput:
+    cost = Cost(generator_forward=float(generator.nfe(config.num_steps)))
+    with measure(cost, noise.device, len(prompts)):
+        images = sample(generator, None, noise, generator.encode(prompts), num_steps=config.num_steps).images
+    return MethodOutput(images, cost, noise=noise)

@@ -9,7 +9,19 @@ from torch import nn
 
 from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Generator
-from hypernoise.methods.base import Cost, MethodOutput, measure
+from hypernoise.methods.base import Cost, MethodOutput, RunConfig, measure, register_method
+
+#: best-of-N candidates of a (prompt, seed) come from seed + this, a stream of their own
+CANDIDATE_STREAM = 7_000_000_000
+
+
+@register_method("best-of-n", help="best of N noises by the reward")
+def run_best_of_n(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str],
+                  config: RunConfig) -> MethodOutput:
+    """``best_of_n`` with ``config.n``; each row's candidates come from its own seed's stream
+    (``config.seeds``; without them, one stream for the batch)."""
+    seeds = [CANDIDATE_STREAM + int(s) for s in config.seeds] or CANDIDATE_STREAM
+    return best_of_n(generator, reward, noise, prompts, n=config.n, num_steps=config.num_steps, seed=seeds)
 
 
 @torch.no_grad()

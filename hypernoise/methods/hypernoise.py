@@ -1,20 +1,33 @@
-"""HyperNoise: train a noise hypernetwork for a frozen generator, and generate with it."""
+"""HyperNoise: the noise hypernetwork, trained once for a frozen generator, then one extra forward
+pass per image.
+
+    HyperNoiseTask      L = objective(x0, f_phi(x0, c), r(g(x0 + f_phi(x0, c), c), c)), g frozen
+    train_hypernetwork  train it and write ``out_dir/adapter`` (``methods.train.train``)
+    run_hypernoise      the registered method: images g(x0 + f_phi(x0, c), c) and their cost
+
+Configs: ``ModelConfig`` (which generator), ``HyperNoiseConfig`` (a whole training run; typed
+defaults per generator in ``hypernoise.presets``).
+"""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+from torch import nn
 
-from hypernoise.adapter import save_adapter
+from hypernoise.adapter import load_adapter
+from hypernoise.devices import parse_dtype
 from hypernoise.generators import Generator, build_generator
 from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, NoiseHypernetwork
+from hypernoise.lipschitz import spectral_norm, theorem1_bound
+from hypernoise.lora import adapter_state_checkpoint
+from hypernoise.methods.base import Cost, MethodOutput, RunConfig, measure, register_method, sample
+from hypernoise.methods.train import TRAINING, train
 from hypernoise.objective import NoiseObjective, ObjectiveConfig
 from hypernoise.rewards import build_reward
-from hypernoise.training import HyperNoiseTask, TrainConfig, Trainer, TrainResult
+from hypernoise.training import TrainConfig, TrainResult, TrainTask
 
 
 @dataclass
@@ -29,15 +42,7 @@ class ModelConfig:
     width: Optional[int] = field(default=None, metadata={"help": "image width (default: the model's)"})
 
     def torch_dtype(self) -> Optional[torch.dtype]:
-        from hypernoise.errors import ConfigError
-
-        if self.dtype is None:
-            return None
-        table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                 "float16": torch.float16, "fp16": torch.float16}
-        if self.dtype not in table:
-            raise ConfigError(f"unknown dtype {self.dtype!r}; choose float32, bfloat16 or float16")
-        return table[self.dtype]
+        return parse_dtype(self.dtype, field="model.dtype")
 
     def build(self) -> Generator:
         size = {k: v for k, v in (("height", self.height), ("width", self.width)) if v is not None}
@@ -46,7 +51,8 @@ class ModelConfig:
 
 @dataclass
 class HyperNoiseConfig:
-    """Everything that defines a HyperNoise training run besides the prompts."""
+    """Everything that defines a training run besides the prompts (HyperNoise, or direct
+    fine-tuning, which ignores the objective and ``passes``)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     reward: Optional[str] = field(default=None, metadata={"help": "reward spec; default: the generator's"})
@@ -62,13 +68,79 @@ class HyperNoiseConfig:
 def build_hypernetwork(generator: Generator, cfg: HyperNoiseConfig) -> NoiseHypernetwork:
     """LoRA on the generator's backbone when it has one, else the standalone MLP."""
     if generator.backbone is not None:
-        return LoRAHypernetwork(generator, cfg.lora).set_passes(cfg.passes)
-    return MLPHypernetwork(generator.latent_shape, hidden=cfg.mlp_hidden).to(generator.device).set_passes(cfg.passes)
+        return LoRAHypernetwork(generator, cfg.lora, passes=cfg.passes)
+    return MLPHypernetwork(generator.latent_shape, hidden=cfg.mlp_hidden, passes=cfg.passes).to(generator.device)
 
 
+def build_training_reward(cfg: HyperNoiseConfig, generator: Generator) -> nn.Module:
+    """The reward a run trains against: ``cfg.reward``, else the generator's default."""
+    return build_reward(cfg.reward or generator.default_reward, device=str(generator.device),
+                        per_reward=cfg.reward_weights)
+
+
+class HyperNoiseTask(TrainTask):
+    """L = objective(x0, f_phi(x0, c), r(g(x0 + f_phi(x0, c), c), c)), g frozen."""
+
+    def __init__(self, generator: Generator, hypernet: NoiseHypernetwork, reward: nn.Module,
+                 objective: NoiseObjective, num_steps: Optional[int] = None):
+        super().__init__()
+        self.generator, self.hypernet, self.reward = generator, hypernet, reward
+        self.objective = objective
+        self.num_steps = num_steps
+        self.latent_shape = tuple(generator.latent_shape)
+        self.noise_dtype = generator.dtype
+
+    @property
+    def adapter(self) -> NoiseHypernetwork:
+        return self.hypernet
+
+    def forward(self, noise: torch.Tensor, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        cond = self.generator.encode(prompts)
+        if self.objective.config.needs_input_grad:
+            noise = noise.detach().requires_grad_(True)
+        out = sample(self.generator, self.hypernet, noise, cond, num_steps=self.num_steps)
+        reward = self.reward(out.images, prompts)
+        terms = self.objective(noise, out.delta, reward)
+        for name, value in getattr(self.reward, "last_terms", {}).items():
+            terms[f"reward/{name}"] = torch.as_tensor(value)
+        return terms
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.hypernet.trainable_parameters()
+
+    def set_step(self, step: int) -> None:
+        self.objective.step = step
+
+    def reinitialize(self, seed: int) -> None:
+        self.hypernet.reinitialize(seed)
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.generator.enable_gradient_checkpointing(adapter_state_checkpoint)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.hypernet.trainable_state_dict()
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.hypernet.load_trainable_state_dict(state)
+
+    def run_settings(self, cfg: HyperNoiseConfig) -> dict:
+        return {"method": "hypernoise", "reward": self.reward.spec(), "objective": asdict(cfg.objective),
+                "train": cfg.train.to_dict(), "num_steps": cfg.train.num_steps or self.generator.default_steps}
+
+    def diagnostics(self, noise: torch.Tensor, prompts: Sequence[str], iters: int) -> dict[str, float]:
+        """Spectral norm of J_f on this batch (max and mean over samples)."""
+        cond = self.generator.encode(prompts)
+        sigma = spectral_norm(lambda x: self.hypernet.displacement(x, cond).to(x.dtype), noise, iters=iters)
+        lip = float(sigma.max())
+        dim = int(noise[0].numel())
+        return {"lipschitz/max": lip, "lipschitz/mean": float(sigma.mean()), "lipschitz/theorem1_bound": theorem1_bound(lip, dim)}
+
+
+@TRAINING.register("hypernoise", help="a noise hypernetwork: reward minus the noise-space KL penalty")
 def build_task(cfg: HyperNoiseConfig, generator: Optional[Generator] = None) -> HyperNoiseTask:
+    """The HyperNoise task of ``cfg`` (the LoRA / MLP initialisation drawn from ``cfg.train.seed``)."""
     generator = generator or cfg.model.build()
-    reward = build_reward(cfg.reward or generator.default_reward, device=str(generator.device), per_reward=cfg.reward_weights)
+    reward = build_training_reward(cfg, generator)
     torch.manual_seed(cfg.train.seed)  # LoRA A / MLP initialisation
     hypernet = build_hypernetwork(generator, cfg)
     return HyperNoiseTask(generator, hypernet, reward, NoiseObjective(cfg.objective), cfg.train.num_steps)
@@ -76,112 +148,24 @@ def build_task(cfg: HyperNoiseConfig, generator: Optional[Generator] = None) -> 
 
 def run_settings(cfg: HyperNoiseConfig, task: HyperNoiseTask) -> dict:
     """The settings recorded in the adapter's hypernoise.json."""
-    return {"method": "hypernoise", "reward": task.reward.spec(), "objective": asdict(cfg.objective),
-            "train": cfg.train.to_dict(), "num_steps": cfg.train.num_steps or task.generator.default_steps}
+    return task.run_settings(cfg)
 
 
 def train_hypernetwork(cfg: HyperNoiseConfig, prompts: Sequence[str], out_dir, resume: Optional[str] = None,
                        task: Optional[HyperNoiseTask] = None) -> tuple[HyperNoiseTask, TrainResult]:
     """Train, then write ``out_dir/adapter`` (main process). Returns the task and the result."""
-    out_dir = Path(out_dir)
-    task = task or build_task(cfg)
-    trainer = Trainer(task, cfg.train, out_dir)
-    result = trainer.fit(list(prompts), resume=resume)
-    if trainer.is_main and not result.interrupted:
-        save_adapter(out_dir / "adapter", task.hypernet, task.generator, run_settings(cfg, task))
-    trainer.acc.wait_for_everyone()
-    return task, result
+    return train(cfg, prompts, out_dir, resume, method="hypernoise", task=task)
 
 
+@register_method("hypernoise", help="g(x0 + f_phi(x0, c)) with a trained noise hypernetwork",
+                 load_adapter=load_adapter)
 @torch.no_grad()
-def hypernoise_generate(generator: Generator, hypernet: Optional[NoiseHypernetwork], noise: torch.Tensor,
-                        prompts: Sequence[str], num_steps: Optional[int] = None) -> tuple[torch.Tensor, dict]:
-    """Images g(x0 + f_phi(x0, c), c) (or g(x0, c) without a hypernetwork) and what they cost;
-    a hypernetwork of K passes costs K forwards.
-
-    noise [B, *latent_shape] -> samples, {"nfe_per_image", "seconds_per_image"}.
-    """
-    start = time.perf_counter()
-    cond = generator.encode(prompts)
-    if hypernet is None:
-        samples = generator.generate(noise, cond, num_steps)
-    else:
-        modulated = hypernet.modulate(noise, cond)
-        with hypernet.adapters_disabled():
-            samples = generator.generate(modulated, cond, num_steps)
-    nfe = generator.nfe(num_steps) + (0 if hypernet is None else hypernet.passes)
-    return samples, {"nfe_per_image": float(nfe), "seconds_per_image": (time.perf_counter() - start) / len(prompts)}
-
-
-#: keys of ``Generator.train_defaults`` besides TrainConfig's own fields
-_NON_TRAIN_KEYS = ("objective", "alpha", "reg_weight", "alpha_start", "alpha_ramp", "rank", "lora_alpha", "passes")
-
-
-def _field_default(name: str):
-    return TrainConfig.__dataclass_fields__[name].default
-
-
-def default_config(generator: Generator, model: Optional[ModelConfig] = None, reward: Optional[str] = None,
-                   reward_weights: Optional[dict] = None, **given) -> HyperNoiseConfig:
-    """A HyperNoiseConfig from what the user gave over the generator's ``train_defaults``.
-
-    ``given``: TrainConfig fields and ``objective``, ``alpha``, ``reg_weight``, ``alpha_start``,
-    ``alpha_ramp``, ``rank``, ``lora_alpha``, ``passes``; a value of None means "not given". Precedence: given > the generator's
-    defaults > the dataclasses' defaults. The generator's ``init_trials`` is dropped when the run is
-    no longer than one trial (a short run is a smoke test); trials the user asks for are kept, and
-    such a run is an error.
-    """
-    from hypernoise.errors import ConfigError
-
-    given = {k: v for k, v in given.items() if v is not None}
-    merged = {**generator.train_defaults, **given}
-    if "init_trials" not in given and merged.get("steps", _field_default("steps")) <= merged.get(
-            "trial_steps", _field_default("trial_steps")):
-        merged.pop("init_trials", None)  # the generator's trials need a run longer than one trial
-    unknown = sorted(set(merged) - set(TrainConfig.__dataclass_fields__) - set(_NON_TRAIN_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown training settings {unknown}")
-    objective = ObjectiveConfig(kind=merged.pop("objective", "l2"), alpha=merged.pop("alpha", 1.0),
-                                reg_weight=merged.pop("reg_weight", 0.5), alpha_start=merged.pop("alpha_start", None),
-                                alpha_ramp=merged.pop("alpha_ramp", (0, 0)))
-    lora = LoraSettings(rank=merged.pop("rank", 16), alpha=merged.pop("lora_alpha", None))
-    passes = merged.pop("passes", 1)
-    return HyperNoiseConfig(model=model or ModelConfig(generator=generator.name, pretrained=generator.pretrained),
-                            reward=reward, reward_weights=reward_weights or {}, objective=objective, lora=lora,
-                            passes=passes, train=TrainConfig(**merged))
-
-
-def write_samples(generator: Generator, hypernet: NoiseHypernetwork, prompts: Sequence[str], out_dir,
-                  seed: int = 0, num_steps: Optional[int] = None, max_prompts: int = 8) -> Optional[Path]:
-    """``out_dir/samples/compare.png`` (base row over HyperNoise row, same noise) and one PNG per
-    image; only for image generators. Returns the grid's path."""
-    from hypernoise.methods.generate import compare_grid, generate_images, save_png
-
-    if generator.output_kind != "image":
-        return None
-    prompts = list(dict.fromkeys(prompts))[:max_prompts]
-    folder = Path(out_dir) / "samples"
-    base = generate_images(generator, prompts, [seed], num_steps, hypernet, base=True)
-    modulated = generate_images(generator, prompts, [seed], num_steps, hypernet)
-    for i, (prompt, b, h) in enumerate(zip(prompts, base, modulated)):
-        save_png(b, folder / f"{i:02d}-base.png", prompt, seed, {"method": "base"})
-        save_png(h, folder / f"{i:02d}-hypernoise.png", prompt, seed, {"method": "hypernoise"})
-    grid = compare_grid(base, modulated, prompts)
-    grid.save(folder / "compare.png")
-    return folder / "compare.png"
-
-
-def before_after(generator: Generator, hypernet: NoiseHypernetwork, prompts: Sequence[str],
-                 seeds: Sequence[int] = (0, 1), reward: Optional[str] = None) -> Optional[dict]:
-    """Base and HyperNoise results on ``prompts`` (``evaluation.evaluate``), for generators whose
-    world has a judge; None otherwise. ``{"base": results, "hypernoise": results}``."""
-    from hypernoise.evaluation import EvalConfig, evaluate
-
-    if generator.judge() is None:
-        return None
-    common = dict(seeds=tuple(seeds), reward=reward, batch_size=32)
-    with hypernet.adapters_disabled():  # g carries the hypernetwork's LoRA; the base runs without it
-        base = evaluate(generator, prompts, EvalConfig(method="base", **common))
-    return {"base": base,
-            "hypernoise": evaluate(generator, prompts, EvalConfig(method="hypernoise", adapter_given=True, **common),
-                                   adapter=hypernet)}
+def run_hypernoise(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str],
+                   config: RunConfig) -> MethodOutput:
+    """Images from the modulated noise; each pass of the map is one hypernetwork forward."""
+    hyper = config.adapter
+    passes = config.passes or hyper.passes
+    cost = Cost(generator_forward=float(generator.nfe(config.num_steps)), hypernet_forward=float(passes))
+    with measure(cost, noise.device, len(prompts)):
+        out = sample(generator, hyper, noise, generator.encode(prompts), passes=passes, num_steps=config.num_steps)
+    return MethodOutput(out.images, cost, noise=out.noise)

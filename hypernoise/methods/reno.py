@@ -12,7 +12,7 @@ keeps the norm near the chi mode sqrt(d - 1), where Gaussian noise lives; comput
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import torch
@@ -20,7 +20,7 @@ from torch import nn
 
 from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Generator
-from hypernoise.methods.base import Cost, MethodOutput, measure
+from hypernoise.methods.base import Cost, MethodOutput, RunConfig, measure, register_method
 
 
 @dataclass
@@ -37,9 +37,17 @@ class RenoConfig:
 
     def __post_init__(self):
         if int(self.iters) < 1:
-            raise ConfigError(f"--iters must be a positive integer, got {self.iters}")
+            raise ConfigError(f"`iters` must be a positive integer, got {self.iters}", field="iters")
         if not self.lr > 0:
-            raise ConfigError(f"ReNO lr must be positive, got {self.lr}")
+            raise ConfigError(f"ReNO's `lr` must be positive, got {self.lr}", field="lr")
+
+
+@register_method("reno", help="ReNO: per-prompt optimisation of the noise against the reward")
+def run_reno(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str],
+             config: RunConfig) -> MethodOutput:
+    """``reno`` with ``config.reno`` (default: the paper's settings) at ``config.num_steps``."""
+    return reno(generator, reward, noise, prompts, replace(config.reno or RenoConfig(), num_steps=config.num_steps),
+                progress=config.progress)
 
 
 def norm_regulariser(x: torch.Tensor) -> torch.Tensor:

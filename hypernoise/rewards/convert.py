@@ -22,10 +22,15 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
+from safetensors.torch import save_file
+
 from hypernoise.errors import OutputExistsError
 from hypernoise.registry import Registry
-from hypernoise.rewards.clip import LAION_VIT_H, PICKSCORE
+from hypernoise.rewards.aesthetic import AESTHETIC_HEAD, load_head, load_vision_tower
+from hypernoise.rewards.clip import LAION_VIT_H, PICKSCORE, load_clip_model, load_clip_tokenizer
+from hypernoise.rewards.hps import load_hps_model
 from hypernoise.rewards.hub import MARKER_OPTIONS, write_marker
+from hypernoise.rewards.imagereward import load_imagereward_parts, load_imagereward_tokenizer
 
 PathLike = Union[str, os.PathLike]
 
@@ -85,9 +90,6 @@ def _recorded(options: dict) -> dict:
 @CONVERTERS.register("hps", help="HPS_v2.1_compressed.pt (open_clip) -> CLIPModel safetensors + tokenizer")
 def convert_hps(source, out: Path, tokenizer: Optional[str] = None, cache_dir=None, allow_pickle: bool = False,
                 **_) -> None:
-    from hypernoise.rewards.clip import load_clip_tokenizer
-    from hypernoise.rewards.hps import load_hps_model
-
     model = load_hps_model(source, cache_dir=cache_dir, allow_pickle=allow_pickle)
     tok = load_clip_tokenizer(tokenizer, source, LAION_VIT_H, what="hps", cache_dir=cache_dir,
                               vocab_size=model.config.text_config.vocab_size)
@@ -98,10 +100,6 @@ def convert_hps(source, out: Path, tokenizer: Optional[str] = None, cache_dir=No
 @CONVERTERS.register("imagereward", help="ImageReward.pt + med_config.json -> BLIP safetensors + tokenizer")
 def convert_imagereward(source, out: Path, tokenizer: Optional[str] = None, cache_dir=None,
                         allow_pickle: bool = False, **_) -> None:
-    from safetensors.torch import save_file
-
-    from hypernoise.rewards.imagereward import load_imagereward_parts, load_imagereward_tokenizer
-
     vision, text, head = load_imagereward_parts(source, cache_dir=cache_dir, allow_pickle=allow_pickle)
     vision.save_pretrained(out / "vision_model")
     text.save_pretrained(out / "text_model")
@@ -113,10 +111,6 @@ def convert_imagereward(source, out: Path, tokenizer: Optional[str] = None, cach
 @CONVERTERS.register("aesthetic", help="LAION head .pth -> head.safetensors + the CLIP ViT-L/14 image tower")
 def convert_aesthetic(source, out: Path, head_file: Optional[str] = None, clip_pretrained: Optional[str] = None,
                       cache_dir=None, allow_pickle: bool = False, **_) -> None:
-    from safetensors.torch import save_file
-
-    from hypernoise.rewards.aesthetic import AESTHETIC_HEAD, load_head, load_vision_tower
-
     head = load_head(source, head_file or AESTHETIC_HEAD, cache_dir=cache_dir, allow_pickle=allow_pickle)
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
     load_vision_tower(source, clip_pretrained, cache_dir=cache_dir).save_pretrained(out / "vision_model")
@@ -124,8 +118,6 @@ def convert_aesthetic(source, out: Path, head_file: Optional[str] = None, clip_p
 
 def _convert_clip_like(default: str, default_tokenizer: Optional[str]):
     def convert(source, out: Path, tokenizer: Optional[str] = None, cache_dir=None, **_) -> None:
-        from hypernoise.rewards.clip import load_clip_model, load_clip_tokenizer
-
         source = source or default
         model = load_clip_model(source, what="CLIP model", usual=f"hub {default}", cache_dir=cache_dir)
         tok = load_clip_tokenizer(tokenizer, source, default_tokenizer or str(source), what="CLIP",

@@ -9,6 +9,7 @@ import torch
 
 from hypernoise.errors import ConfigError
 from hypernoise.registry import Registry
+from hypernoise.rewards.base import WeightedReward
 
 REWARDS: Registry = Registry("reward")
 
@@ -57,8 +58,6 @@ def build_reward(spec: str, device: Optional[str] = None, dtype: Optional[torch.
     ``per_reward`` maps a reward name to options for that reward alone, e.g.
     ``{"hps": {"pretrained": "weights/hps"}}``.
     """
-    from hypernoise.rewards.base import WeightedReward
-
     terms = parse_spec(spec)
     per_reward = per_reward or {}
     unknown = sorted(set(per_reward) - {n for n, _ in terms})

@@ -1,7 +1,7 @@
 """Training: config, stateless data, atomic checkpoints, the task protocol and the loop."""
 
 from hypernoise.training.config import TrainConfig
-from hypernoise.training.task import HyperNoiseTask, TrainTask
+from hypernoise.training.task import TrainTask
 from hypernoise.training.trainer import Trainer, TrainResult
 
-__all__ = ["TrainConfig", "TrainTask", "HyperNoiseTask", "Trainer", "TrainResult"]
+__all__ = ["TrainConfig", "TrainTask", "Trainer", "TrainResult"]

@@ -97,7 +97,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """Read a checkpoint folder; a missing or corrupt file is a ``CheckpointError``."""
     path = Path(path)
     if not (path / STATE_FILE).is_file():
-        raise CheckpointError(f"{path} is not a complete checkpoint (no {STATE_FILE}); pass another folder or --resume latest")
+        raise CheckpointError(f"{path} is not a complete checkpoint (no {STATE_FILE}); pass another folder or set `resume` to latest")
     try:
         with open(path / STATE_FILE) as f:
             state = json.load(f)

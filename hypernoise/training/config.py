@@ -19,9 +19,9 @@ RUN_DEFINING = ("batch_size", "gradient_accumulation_steps", "lr", "optimizer", 
 
 def _positive(name: str, value, kind=int):
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"--{name.replace('_', '-')} must be a positive {'integer' if kind is int else 'number'}, got {value}")
+        raise ConfigError(f"`{name}` must be a positive {'integer' if kind is int else 'number'}, got {value}", field=name)
     if kind is int and int(value) != value:
-        raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        raise ConfigError(f"`{name}` must be a positive integer, got {value}", field=name)
 
 
 @dataclass
@@ -63,19 +63,23 @@ class TrainConfig:
             _positive("num_steps", self.num_steps)
         for name in ("warmup_steps", "checkpoint_every", "lipschitz_every"):
             if int(getattr(self, name)) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}", field=name)
         if self.init_trials > 1 and self.trial_steps >= self.steps:
-            raise ConfigError(f"--trial-steps ({self.trial_steps}) must be below --steps ({self.steps}) when --init-trials > 1")
+            raise ConfigError(f"`trial_steps` ({self.trial_steps}) must be below `steps` ({self.steps}) when "
+                              f"`init_trials` > 1", field="trial_steps")
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}",
+                              field="optimizer")
         if self.noise_mode not in NOISE_MODES:
-            raise ConfigError(f"unknown noise mode {self.noise_mode!r}; choose one of: {', '.join(NOISE_MODES)}")
+            raise ConfigError(f"unknown noise mode {self.noise_mode!r}; choose one of: {', '.join(NOISE_MODES)}",
+                              field="noise_mode")
         if self.mixed_precision not in PRECISIONS:
-            raise ConfigError(f"unknown mixed precision {self.mixed_precision!r}; choose one of: {', '.join(PRECISIONS)}")
+            raise ConfigError(f"unknown mixed precision {self.mixed_precision!r}; choose one of: {', '.join(PRECISIONS)}",
+                              field="mixed_precision")
         if self.report_to not in (None, "none", "tensorboard", "wandb"):
-            raise ConfigError(f"--report-to must be tensorboard or wandb, got {self.report_to!r}")
+            raise ConfigError(f"`report_to` must be tensorboard or wandb, got {self.report_to!r}", field="report_to")
         if self.max_grad_norm is not None and self.max_grad_norm < 0:
-            raise ConfigError(f"--max-grad-norm must be >= 0, got {self.max_grad_norm}")
+            raise ConfigError(f"`max_grad_norm` must be >= 0, got {self.max_grad_norm}", field="max_grad_norm")
 
     def to_dict(self) -> dict:
         return asdict(self)

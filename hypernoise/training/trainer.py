@@ -34,6 +34,7 @@ import torch
 
 from hypernoise.errors import CheckpointError, TrainingDivergedError
 from hypernoise.faults import maybe_kill
+from hypernoise.io import write_json
 from hypernoise.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hypernoise.training.config import RUN_DEFINING, TrainConfig
 from hypernoise.training.data import NoiseSampler, PromptSampler
@@ -79,7 +80,7 @@ def resolve_resume(out_dir: Path, resume: Optional[str]) -> Optional[Path]:
         return latest_checkpoint(out_dir / CHECKPOINT_DIR)
     path = Path(resume)
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint folder {path} does not exist; pass --resume latest or a checkpoint-N folder")
+        raise CheckpointError(f"checkpoint folder {path} does not exist; set `resume` to latest or a checkpoint-N folder")
     return path
 
 
@@ -182,7 +183,7 @@ class Trainer:
             if key in saved and saved[key] != getattr(self.cfg, key):
                 raise CheckpointError(
                     f"checkpoint {path} was written with {key}={saved[key]!r}, this run has {getattr(self.cfg, key)!r}; "
-                    f"resume with the same settings or start a new --out folder")
+                    f"resume with the same settings or start a new `out_dir`")
 
     # ----------------------------------------------------------------- loop
     def fit(self, prompts: Sequence[str], resume: Optional[str] = None) -> TrainResult:
@@ -263,8 +264,6 @@ class Trainer:
         for metrics in best["log"]:
             self._log(metrics)
         if self.is_main:
-            from hypernoise.io import write_json
-
             write_json(self.out_dir / TRIALS_FILE, {"kept": best["trial"], "score": "mean loss over the second half of each trial",
                                                    "trial_steps": cfg.trial_steps, "trials": trials})
         self.save()
@@ -306,7 +305,7 @@ class Trainer:
         metrics = self._metrics(sums, grad_norm, noise, prompts)
         if self.streak >= cfg.max_nonfinite_streak:
             raise TrainingDivergedError(
-                f"{self.streak} steps in a row had non-finite loss or gradients (step {self.step}); lower --lr, "
+                f"{self.streak} steps in a row had non-finite loss or gradients (step {self.step}); lower `lr`, "
                 f"check the reward, or resume from an earlier checkpoint")
         return metrics
 

@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from hypernoise.errors import ConfigError
-from hypernoise.evaluation import frechet_distance  # the one Fréchet distance of the library
-from hypernoise.world.generator import ASSETS, load_weights
+from hypernoise.metrics import frechet_distance  # the one Fréchet distance of the library
 from hypernoise.world.grammar import CATEGORIES, COLORS, SHAPES, parse_prompt
 from hypernoise.world.models import SegmentationNet
+from hypernoise.world.render import make_dataset
 from hypernoise.world.rules import satisfies
+from hypernoise.world.weights import ASSETS, load_weights
 
 
 class NetEnsemble(torch.nn.Module):
@@ -92,8 +94,6 @@ class WorldEvaluator(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, path=None, **thresholds) -> "WorldEvaluator":
-        from pathlib import Path
-
         path = Path(path) if path is not None else ASSETS / "evaluator.safetensors"
         meta = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
         arch, members = meta.get("net", {}), int(meta.get("members", 1))
@@ -187,7 +187,5 @@ def geneval_summary(records: Sequence[dict]) -> dict:
 def fidelity(images: torch.Tensor, prompts: Sequence[str], evaluator: Optional[WorldEvaluator] = None,
              seed: int = 12345) -> float:
     """Fréchet distance to real procedural images rendered (seeded) for the same prompts."""
-    from hypernoise.world.render import make_dataset
-
     reference = make_dataset(len(prompts), seed=seed, prompts=list(prompts)).images
     return (evaluator or default_evaluator()).fidelity(images, reference)

@@ -12,37 +12,17 @@ same noise gives the same layout at 1 and 4 steps. The default is 2 steps (2 NFE
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-from hypernoise.errors import ConfigError, WeightsNotFoundError
-from hypernoise.generators.base import Conditioning, Generator
+from hypernoise.errors import ConfigError
+from hypernoise.generators.base import Conditioning, Generator, RngLike
 from hypernoise.generators.registry import GENERATORS
-from hypernoise.world import models
+from hypernoise.world import evaluator, models
+from hypernoise.world.grammar import balanced_train_prompts, benchmark_prompts, parse_prompt
 from hypernoise.world.sampling import euler
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "world"
-
-
-def load_weights(module: torch.nn.Module, path: Path) -> None:
-    """Load a safetensors file strictly into ``module``; a missing file is WeightsNotFoundError."""
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise WeightsNotFoundError(f"world weights {path} not found; reinstall hypernoise, or retrain them "
-                                   f"(hypernoise.world.train, docs/world.md) and pass their folder")
-    module.load_state_dict(load_file(str(path)), strict=True)
-
-
-def resolve_weights(pretrained: Optional[str], stem: str) -> Path:
-    """``pretrained`` may be a folder holding ``<stem>.safetensors`` or the file itself."""
-    if pretrained is None:
-        return ASSETS / f"{stem}.safetensors"
-    p = Path(pretrained)
-    return p / f"{stem}.safetensors" if p.is_dir() or not p.suffix else p
-
+from hypernoise.world.weights import load_weights, resolve_weights
 
 class ShapesGenerator(Generator):
     """Frozen few-step generator of 32x32 shape scenes; backbone = the UNet (see module docstring)."""
@@ -55,15 +35,6 @@ class ShapesGenerator(Generator):
     final_projection = "conv_out"
 
     default_reward = "shapes"
-    #: HyperNoise training that suits this world on a CPU (docs/world.md, "HyperNoise on this
-    #: world"): batch 64 (at 16 the training reward did not rise), AdamW 3e-4 (1e-3 trains
-    #: unsteadily), on the category-balanced train prompts, trained through the 1-step map (same
-    #: layout, 2.3x cheaper than 2 steps), used at the default 2 steps; alpha 1.0 keeps the images
-    #: as close to the base's as real images are (alpha 0.05 gains more at twice the distance),
-    #: and 3 initialisation trials of 100 steps make it take off in every seed
-    train_defaults = {"rank": 8, "optimizer": "adamw", "lr": 3e-4, "batch_size": 64, "steps": 800,
-                      "noise_mode": "per-sample", "objective": "l2", "alpha": 1.0, "num_steps": 1,
-                      "init_trials": 3, "trial_steps": 100, "checkpoint_every": 100}
 
     def __init__(self, config: Optional[models.UNetConfig] = None):
         super().__init__()
@@ -87,16 +58,12 @@ class ShapesGenerator(Generator):
     def default_prompts(self, split: str = "train") -> list[str]:
         """Train prompts with the six categories weighted equally (``balanced_train_prompts``), or
         the balanced test benchmark (20 entries per category, 120 in all)."""
-        from hypernoise.world.grammar import balanced_train_prompts, benchmark_prompts
-
         return balanced_train_prompts() if split == "train" else benchmark_prompts(20)
 
     def judge(self) -> "WorldJudge":
         return WorldJudge()
 
     def check_prompts(self, prompts) -> None:
-        from hypernoise.world.grammar import parse_prompt
-
         for p in dict.fromkeys(prompts):
             parse_prompt(p)  # ConfigError naming the prompt and the grammar
 
@@ -112,38 +79,32 @@ class ShapesGenerator(Generator):
         t = torch.zeros(noise.shape[0], device=noise.device, dtype=noise.dtype)
         return self.unet(noise, t, cond["tokens"], cond["mask"], cond["pooled"])
 
-    def generate(self, noise: torch.Tensor, cond: Conditioning, num_steps: Optional[int] = None) -> torch.Tensor:
+    def generate(self, noise: torch.Tensor, cond: Conditioning, num_steps: Optional[int] = None,
+                 rng: RngLike = None) -> torch.Tensor:
+        """Euler steps along the flow from ``noise``; deterministic, so ``rng`` is ignored."""
         steps = int(num_steps or self.default_steps)
         if steps < 1:
-            raise ConfigError(f"num_steps must be at least 1, got {steps}")
+            raise ConfigError(f"`num_steps` must be at least 1, got {steps}", field="num_steps")
         x = euler(self.unet, noise, cond, steps)
         return (x * 0.5 + 0.5).clamp(0, 1)
 
 
 class WorldJudge:
-    """The world's GenEval-style judge (``evaluation.Judge``): the shipped evaluator, independent
+    """The world's GenEval-style judge (``generators.base.Judge``): the shipped evaluator, independent
     of the ``shapes`` reward."""
 
     def evaluate_images(self, images: torch.Tensor, prompts) -> list[dict]:
-        from hypernoise.world.evaluator import evaluate_images
-
-        return evaluate_images(images, prompts)
+        return evaluator.evaluate_images(images, prompts)
 
     def summary(self, records) -> dict:
-        from hypernoise.world.evaluator import geneval_summary
-
-        return geneval_summary(records)
+        return evaluator.geneval_summary(records)
 
     def fidelity(self, images: torch.Tensor, prompts) -> float:
-        from hypernoise.world.evaluator import fidelity
-
-        return fidelity(images, prompts)
+        return evaluator.fidelity(images, prompts)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        from hypernoise.world.evaluator import default_evaluator
-
         with torch.no_grad():
-            return default_evaluator().features(images)
+            return evaluator.default_evaluator().features(images)
 
 
 @GENERATORS.register("shapes", help="built-in 32x32 shapes world: reflow-distilled flow UNet, 2 steps by default (weights ship with hypernoise)")

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from hypernoise.world.grammar import CATEGORIES, COLORS, SHAPES, PromptSpec, all_specs
+from hypernoise.world.grammar import CATEGORIES, COLORS, SHAPES, PromptSpec, all_specs, parse_prompt
 from hypernoise.world.rules import satisfies
 
 SIZE = 32
@@ -185,8 +185,6 @@ def make_dataset(n: int, seed: int, prompts: Optional[Sequence[str]] = None, gho
     a ``ghost_prob`` fraction of images also get faint distractors (see ``render``), and each
     object turns into an in-between shape with probability ``morph_prob`` (then the scene no
     longer has to match its prompt: evaluator training data only)."""
-    from hypernoise.world.grammar import parse_prompt
-
     rng = random.Random(seed)
     specs = ([parse_prompt(prompts[i % len(prompts)]) for i in range(n)] if prompts
              else [random_spec(rng) for _ in range(n)])

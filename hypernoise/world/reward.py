@@ -27,11 +27,11 @@ import torch.nn.functional as F
 
 from hypernoise.rewards.base import Reward
 from hypernoise.rewards.registry import REWARDS
-from hypernoise.world.generator import load_weights, resolve_weights
 from hypernoise.world.grammar import COLORS, SHAPES, ObjectSpec, PromptSpec, parse_prompt
 from hypernoise.world.models import SegmentationNet
 from hypernoise.world.render import SIZE
 from hypernoise.world.rules import MIN_OFFSET
+from hypernoise.world.weights import load_weights, resolve_weights
 
 FLOOR = 1e-4
 #: the reward network's architecture: 19 class logits + 3 centre heatmaps

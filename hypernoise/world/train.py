@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -23,8 +24,10 @@ import torch.nn.functional as F
 
 from hypernoise.errors import ConfigError
 from hypernoise.world import models
+from hypernoise.world.evaluator import NetEnsemble
 from hypernoise.world.grammar import COLORS, SHAPES
-from hypernoise.world.render import NUM_CLASSES, make_dataset
+from hypernoise.world.render import _XX, _YY, NUM_CLASSES, SIZE, make_dataset, random_spec
+from hypernoise.world.reward import NET
 from hypernoise.world.sampling import euler
 
 Log = Callable[[str], None]
@@ -174,8 +177,6 @@ def teacher_pairs(unet, text, recipe: GeneratorRecipe, log: Log = print):
 
 
 def _balanced(recipe: GeneratorRecipe) -> list[str]:
-    from hypernoise.world.render import random_spec
-
     rng = random.Random(recipe.seed + 2)
     return [random_spec(rng).text() for _ in range(recipe.reflow_pairs)]
 
@@ -259,8 +260,6 @@ def degrade(images: torch.Tensor, gen: torch.Generator, blur: float = 1.2, noise
 
 
 def _cosine_lr(opt, base: float, step: int, total: int, warmup: int = 100) -> None:
-    import math
-
     lr = base * min(1.0, step / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
     for g in opt.param_groups:
         g["lr"] = lr
@@ -310,8 +309,6 @@ def train_evaluator(out_dir, recipe: Optional[EvaluatorRecipe] = None, log: Log 
         meta = {"kind": "shapes-evaluator", "net": {}, "recipe": asdict(recipe)}
         _save(nets[0], out_dir, name, meta)
     else:
-        from hypernoise.world.evaluator import NetEnsemble
-
         meta = {"kind": "shapes-evaluator", "net": {}, "members": len(nets),
                 "recipes": [asdict(replace(recipe, seed=s, members=1)) for s in seeds]}
         _save(NetEnsemble(nets), out_dir, name, meta)
@@ -354,9 +351,6 @@ class RewardRecipe:
 def centre_heatmaps(scenes, sigma: float) -> torch.Tensor:
     """Per-shape object-centre maps [N, 3, H, W]: a Gaussian of ``sigma`` px at each object's
     centre, clipped to 1 (objects never overlap, so peaks stay apart)."""
-    from hypernoise.world.grammar import SHAPES
-    from hypernoise.world.render import SIZE, _XX, _YY
-
     out = torch.zeros(len(scenes), len(SHAPES), SIZE, SIZE)
     for i, scene in enumerate(scenes):
         for o in scene:
@@ -369,8 +363,6 @@ def train_reward(out_dir, recipe: Optional[RewardRecipe] = None, log: Log = prin
     """Train the reward's segmentation + centre-heatmap network (cross-entropy + weighted BCE on
     degraded procedural images, another seed and size than the evaluator's); writes
     ``reward.safetensors`` + json (with ``per_object``, the heatmap mass of one object)."""
-    from hypernoise.world.reward import NET
-
     recipe, out_dir = recipe or RewardRecipe(), Path(out_dir)
     torch.set_num_threads(1)
     _setup(recipe.seed + 200)

@@ -103,7 +103,7 @@ def test_missing_weights_are_one_clear_line(tmp_path, monkeypatch, tiny_folders)
 
 
 def test_a_folder_of_another_family_is_refused(tiny_folders):
-    with pytest.raises(ConfigError, match="holds a SanaSprintPipeline.*--generator sana-sprint"):
+    with pytest.raises(ConfigError, match="holds a SanaSprintPipeline.*`generator` sana-sprint"):
         build_generator("flux-schnell", pretrained=str(tiny_folders["sana-sprint"]), device="cpu")
 
 
@@ -111,7 +111,7 @@ def test_auto_refuses_an_unsupported_pipeline(tmp_path):
     (tmp_path / "model_index.json").write_text('{"_class_name": "KandinskyPipeline"}')
     with pytest.raises(ConfigError, match="KandinskyPipeline"):
         build_generator("auto", pretrained=str(tmp_path))
-    with pytest.raises(ConfigError, match="needs --pretrained"):
+    with pytest.raises(ConfigError, match="needs `pretrained`"):
         build_generator("auto")
 
 

@@ -13,7 +13,8 @@ from hypernoise.hypernet import LoRAHypernetwork, LoraSettings
 from hypernoise.methods.generate import generate_images
 from hypernoise.objective import NoiseObjective, ObjectiveConfig
 from hypernoise.rewards import build_reward
-from hypernoise.training import HyperNoiseTask, TrainConfig, Trainer
+from hypernoise.methods.hypernoise import HyperNoiseTask
+from hypernoise.training import TrainConfig, Trainer
 from tiny_pipelines import FAMILIES, PROMPTS, load_generator
 
 
@@ -85,7 +86,7 @@ def _gradients(task, noise, prompts):
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(fresh_generator, monkeypatch):
-    from hypernoise.hypernet import lora
+    from hypernoise.methods import hypernoise as method
 
     gen = fresh_generator
     torch.manual_seed(0)
@@ -97,9 +98,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(fresh_generator, monkey
     plain = _gradients(task, noise, PROMPTS)
 
     calls = []
-    original = lora.adapter_state_checkpoint
-    monkeypatch.setattr(lora, "adapter_state_checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
-    gen.enable_gradient_checkpointing()
+    original = method.adapter_state_checkpoint
+    monkeypatch.setattr(method, "adapter_state_checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+    task.enable_gradient_checkpointing()  # what the trainer calls: g is told to checkpoint adapter-state-aware
     checkpointed = _gradients(task, noise, PROMPTS)
     assert calls  # the backbone's blocks really were checkpointed
     for a, b in zip(plain, checkpointed):

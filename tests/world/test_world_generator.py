@@ -8,7 +8,7 @@ from hypernoise.generators import GENERATORS, build_generator
 from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, default_target_modules
 from hypernoise.objective import NoiseObjective
 from hypernoise.rewards import build_reward
-from hypernoise.training import HyperNoiseTask
+from hypernoise.methods.hypernoise import HyperNoiseTask
 
 PROMPTS = ["a photo of a red circle", "a photo of two squares", "a photo of a triangle above a circle"]
 

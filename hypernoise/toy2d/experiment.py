@@ -1,6 +1,6 @@
 """The analytic 2-D world: train the MLP hypernetwork and check it against the exact answer.
 
-With noise x0 ~ N(0, I) in R^2, the known map g (``generators/toy2d.py``) and a reward r, the
+With noise x0 ~ N(0, I) in R^2, the known map g (``toy2d/generator.py``) and a reward r, the
 tilted noise distribution is p0*(x0) = N(x0; 0, I) exp(r(g(x0)) / alpha) / Z (METHOD.md,
 Definition 2). For the learned map T(x) = x + f(x), q = T#N(0, I) has the density
 q(T(x)) = N(x; 0, I) / |det(I + J_f(x))|, so
@@ -27,9 +27,10 @@ from hypernoise.errors import ConfigError
 from hypernoise.generators import build_generator
 from hypernoise.hypernet import MLPHypernetwork
 from hypernoise.lipschitz import spectral_norm, theorem1_bound
+from hypernoise.methods.hypernoise import HyperNoiseTask
 from hypernoise.objective import NoiseObjective, ObjectiveConfig, jacobian
 from hypernoise.rewards import build_reward
-from hypernoise.training import HyperNoiseTask, TrainConfig, Trainer
+from hypernoise.training import TrainConfig, Trainer
 
 TOY_REWARDS = ("halfplane", "ring", "corner")
 
@@ -56,9 +57,9 @@ class Toy2DConfig:
         if self.reward not in TOY_REWARDS:
             raise ConfigError(f"unknown toy2d reward {self.reward!r}; choose one of: {', '.join(TOY_REWARDS)}")
         if self.objective not in ("exact", "l2"):
-            raise ConfigError(f"--objective must be exact or l2, got {self.objective!r}")
+            raise ConfigError(f"`objective` must be exact or l2, got {self.objective!r}", field="objective")
         if self.n_eval < 1 or self.mc_samples < 1000:
-            raise ConfigError("--n-eval must be >= 1 and the Monte Carlo sample count >= 1000")
+            raise ConfigError("`n_eval` must be >= 1 and `mc_samples` >= 1000", field="n_eval")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, optimizer="adamw",

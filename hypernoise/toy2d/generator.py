@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from hypernoise.generators.base import Conditioning, Generator
+from hypernoise.generators.base import Conditioning, Generator, RngLike
 from hypernoise.generators.registry import GENERATORS
 
 AMPLITUDE = 0.8
@@ -32,8 +32,6 @@ class Toy2DGenerator(Generator):
     output_kind = "points"
     default_steps = 1
     default_reward = "halfplane"
-    train_defaults = {"optimizer": "adamw", "lr": 3e-3, "batch_size": 512, "noise_mode": "per-sample",
-                      "steps": 2000, "objective": "exact"}
 
     def default_prompts(self, split: str = "train") -> list[str]:
         return [""]  # unconditional
@@ -47,7 +45,9 @@ class Toy2DGenerator(Generator):
     def dtype(self) -> torch.dtype:
         return self._anchor.dtype
 
-    def generate(self, noise: torch.Tensor, cond: Conditioning, num_steps: Optional[int] = None) -> torch.Tensor:
+    def generate(self, noise: torch.Tensor, cond: Conditioning, num_steps: Optional[int] = None,
+                 rng: RngLike = None) -> torch.Tensor:
+        """g(noise); deterministic, so ``num_steps`` and ``rng`` are ignored."""
         return toy2d_map(noise)
 
 

@@ -1,0 +1,37 @@
+"""One training entry point for every training method (HyperNoise, direct fine-tuning, any
+method added later).
+
+    train(cfg, prompts, out_dir, method="hypernoise") -> (task, TrainResult)
+
+``TRAINING`` maps a method name to ``build(cfg, generator) -> TrainTask``; a task names what is
+saved (``task.adapter``, written to ``out_dir/adapter`` by ``adapter.save_adapter``) and the
+settings recorded with it (``task.run_settings(cfg)``). The trainer knows nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from hypernoise.adapter import save_adapter
+from hypernoise.generators.base import Generator
+from hypernoise.registry import Registry
+from hypernoise.training import Trainer, TrainResult, TrainTask
+
+TaskBuilder = Callable[..., TrainTask]
+TRAINING: Registry = Registry("training method")
+
+
+def train(cfg, prompts: Sequence[str], out_dir, resume: Optional[str] = None, *, method: str = "hypernoise",
+          generator: Optional[Generator] = None, task: Optional[TrainTask] = None) -> tuple[TrainTask, TrainResult]:
+    """Train ``method`` with ``cfg`` (a ``HyperNoiseConfig``) on ``prompts``; the main process
+    then writes ``out_dir/adapter`` unless the run was interrupted. ``generator`` (default:
+    ``cfg.model.build()``) and ``task`` (default: the method's) may be given ready-made."""
+    if task is None:
+        task = TRAINING.build(method, cfg=cfg, generator=generator or cfg.model.build())
+    trainer = Trainer(task, cfg.train, out_dir)
+    result = trainer.fit(list(prompts), resume=resume)
+    if trainer.is_main and not result.interrupted:
+        save_adapter(Path(out_dir) / "adapter", task.adapter, task.generator, task.run_settings(cfg))
+    trainer.acc.wait_for_everyone()
+    return task, result

@@ -1,0 +1,37 @@
+"""The analytic 2-D world (a built-in plugin, ``hypernoise.registry.BUILTIN_PLUGINS``).
+
+    generator   the "toy2d" generator g(x) = x + 0.8 sin(1.5 x_swapped) (registered in GENERATORS)
+    rewards     the "halfplane", "ring" and "corner" rewards on points y = g(x0) (registered in REWARDS)
+    presets     its training preset (registered in presets.PRESETS)
+    experiment  train the MLP hypernetwork and check it against the exact tilted distribution:
+                ``Toy2DConfig``, ``run_toy2d`` (the ``hypernoise toy2d`` command)
+
+Importing the package registers the generator and the rewards; ``experiment`` (which needs the
+trainer) is imported only when one of its names is first used, so loading the plugin stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from hypernoise.toy2d import presets  # noqa: F401  (registers the "toy2d" training preset)
+from hypernoise.toy2d.generator import Toy2DGenerator, build_toy2d, toy2d_map
+from hypernoise.toy2d.rewards import Corner, HalfPlane, Ring
+
+#: names of ``hypernoise.toy2d.experiment``, imported on first use (module ``__getattr__``)
+_EXPERIMENT_NAMES = ("TOY_REWARDS", "Toy2DConfig", "evaluate_toy2d", "kl_to_tilted", "run_toy2d",
+                     "tilted_statistics")
+
+__all__ = ["Toy2DGenerator", "build_toy2d", "toy2d_map", "HalfPlane", "Ring", "Corner", *_EXPERIMENT_NAMES]
+
+
+def __getattr__(name: str):
+    if name in _EXPERIMENT_NAMES:
+        value = getattr(importlib.import_module("hypernoise.toy2d.experiment"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPERIMENT_NAMES))

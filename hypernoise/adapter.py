@@ -49,7 +49,8 @@ def _build_mlp(generator: Generator, config: dict) -> NoiseHypernetwork:
 def _build_lora(generator: Generator, config: dict) -> NoiseHypernetwork:
     settings = LoraSettings(rank=int(config["rank"]), alpha=float(config["alpha"]),
                             target_modules=config.get("target_modules"), init=config.get("init", "gaussian"),
-                            adapter_name=config.get("adapter_name", "hypernoise_adapter"))
+                            adapter_name=config.get("adapter_name", "hypernoise_adapter"),
+                            grouped_convs=bool(config.get("grouped_convs", False)))
     return LoRAHypernetwork(generator, settings, passes=config.get("passes", 1))
 
 

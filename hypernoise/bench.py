@@ -45,9 +45,18 @@ class BenchConfig:
     train: Optional[HyperNoiseConfig] = field(default=None, metadata={"help": "training of both methods"})
     curve_points: int = field(default=5, metadata={"help": "checkpoints traced along each training run"})
     reno_iters: int = field(default=50, metadata={"help": "ReNO iterations"})
+    reno_optimize_steps: Optional[int] = field(default=None, metadata={
+        "help": "generator steps ReNO optimises through (default: 1 on flux-schnell, else the generator's)"})
     n: int = field(default=50, metadata={"help": "N of best-of-N"})
     batch_size: int = field(default=16, metadata={"help": "images per evaluation batch"})
     progress: bool = True
+
+    def __post_init__(self):
+        self.reno_config()  # ReNO's settings fail here, not after the training runs
+
+    def reno_config(self) -> RenoConfig:
+        """ReNO's settings: ``reno_iters`` iterations through ``reno_optimize_steps`` steps."""
+        return RenoConfig(iters=self.reno_iters, optimize_steps=self.reno_optimize_steps)
 
 
 def _train(method: str, cfg: BenchConfig, train_cfg: HyperNoiseConfig, prompts, out: Path) -> str:
@@ -122,7 +131,7 @@ def run_bench(cfg: BenchConfig, out_dir, generator=None) -> dict:
             adapters[method] = _train(method, cfg, train_cfg, train_prompts, out / f"train-{method}")
             curves[method] = _curve(method, out / f"train-{method}", cfg, train_cfg, prompts, curve_base)
         ecfg = EvalConfig(method=method, seeds=tuple(cfg.seeds), reward=cfg.reward, adapter=adapters.get(method),
-                          n=cfg.n, reno=RenoConfig(iters=cfg.reno_iters), batch_size=cfg.batch_size,
+                          n=cfg.n, reno=cfg.reno_config(), batch_size=cfg.batch_size,
                           passes=cfg.passes if method == "hypernoise" else None)
         images: list = []
         methods[method] = evaluate(cfg.model.build(), prompts, ecfg, out / method, images_out=images)

@@ -50,6 +50,8 @@ class LoraSettings:
                 "Conv2d of the backbone"})
     init: str = field(default="gaussian", metadata={"help": "peft init_lora_weights: gaussian or true (B = 0 either way)"})
     adapter_name: str = field(default=ADAPTER_NAME, metadata={"help": "peft adapter name"})
+    grouped_convs: bool = field(default=False, metadata={
+        "help": "default targets include grouped convolutions (dense LoRA, the paper's released adapters' layout)"})
 
     def __post_init__(self):
         if int(self.rank) < 1:
@@ -65,16 +67,22 @@ class LoraSettings:
     def describe(self) -> dict:
         """The settings as recorded in adapters (alpha resolved, targets a list or a regex)."""
         targets = self.target_modules
-        return {"rank": int(self.rank), "alpha": self.lora_alpha,
-                "target_modules": targets if targets is None or isinstance(targets, str) else list(targets),
-                "init": self.init, "adapter_name": self.adapter_name}
+        out = {"rank": int(self.rank), "alpha": self.lora_alpha,
+               "target_modules": targets if targets is None or isinstance(targets, str) else list(targets),
+               "init": self.init, "adapter_name": self.adapter_name}
+        return {**out, "grouped_convs": True} if self.grouped_convs else out
+
+    def targets(self, backbone: nn.Module):
+        """The modules to adapt: ``target_modules``, else ``default_target_modules``."""
+        return self.target_modules or default_target_modules(backbone, grouped=self.grouped_convs)
 
 
-def default_target_modules(backbone: nn.Module) -> list[str]:
-    """Every Linear and Conv2d of ``backbone`` except grouped convolutions (peft rejects them)."""
+def default_target_modules(backbone: nn.Module, grouped: bool = False) -> list[str]:
+    """Every Linear and Conv2d of ``backbone``; grouped convolutions (which peft >= 0.16 rejects
+    and this module gives a dense LoRA) only with ``grouped``."""
     names = []
     for name, module in backbone.named_modules():
-        if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1):
+        if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and (grouped or module.groups == 1)):
             names.append(name)
     return names
 
@@ -226,7 +234,7 @@ class BackboneLoRA:
 
         self.backbone, self.settings = backbone, settings
         self.adapter_name = adapter_name or settings.adapter_name
-        targets = settings.target_modules or default_target_modules(backbone)
+        targets = settings.targets(backbone)
         targets = targets if isinstance(targets, str) else list(targets)  # a string is peft's regex form
         self.peft_config = LoraConfig(r=int(settings.rank), lora_alpha=settings.lora_alpha, target_modules=targets,
                                       init_lora_weights="gaussian" if settings.init == "gaussian" else True,

@@ -23,6 +23,9 @@ def add_arguments(p) -> None:
                         "each pass is one more forward")
     p.add_argument("--curve-points", type=int, default=5, help="checkpoints traced along training for the reward/fidelity curve")
     p.add_argument("--iters", type=int, default=50, help="ReNO iterations")
+    p.add_argument("--optimize-steps", type=int, default=None, metavar="K",
+                   help="generator steps ReNO optimises the noise through before rendering the best at the "
+                        "generator's steps (default: 1 for flux-schnell, else the generator's steps)")
     p.add_argument("--n", type=int, default=50, help="N of best-of-N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_output_args(p)
@@ -46,7 +49,8 @@ def run(args) -> int:
     cfg = BenchConfig(model=model, seeds=_seeds(args.seeds), reward=args.reward, train=train,
                       hypernoise_adapter=args.hypernoise_adapter, finetune_adapter=args.finetune_adapter,
                       passes=passes,
-                      curve_points=args.curve_points, reno_iters=args.iters, n=args.n, progress=not args.no_progress)
+                      curve_points=args.curve_points, reno_iters=args.iters,
+                      reno_optimize_steps=args.optimize_steps, n=args.n, progress=not args.no_progress)
     out = prepare_output(args.out, overwrite=args.overwrite)
     bench = run_bench(cfg, out, generator=generator)
     print((out / "bench.md").read_text())

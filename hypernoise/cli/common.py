@@ -110,8 +110,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nesterov", action="store_true", help="Nesterov momentum for SGD")
     g.add_argument("--warmup-steps", type=int, default=None, help="linear learning-rate warmup (default: the generator's, else 0)")
     g.add_argument("--max-grad-norm", type=float, default=None, help=f"gradient-norm clipping, 0 for none (default: the generator's, else {d.max_grad_norm})")
-    g.add_argument("--noise-mode", choices=["per-sample", "shared", "fixed"], default=None,
-                   help="initial noise per sample, shared per batch (the paper), or fixed")
+    g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: the preset's, else 0)")
+    g.add_argument("--noise-mode", choices=["per-sample", "shared", "per-step", "fixed"], default=None,
+                   help="initial noise per sample, one per micro-batch (shared), one per optimizer step shared by "
+                        "every micro-step and process (per-step: the authors' runs), or fixed")
     g.add_argument("--num-steps", type=int, default=None, help="generator steps during training (default: the generator's)")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, prompt order and noise")
     g.add_argument("--init-trials", type=int, default=None,
@@ -132,6 +134,7 @@ def train_settings(args) -> dict:
     return dict(
         steps=args.steps, batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
         lr=args.lr, optimizer=args.optimizer, nesterov=args.nesterov or None, warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm, noise_mode=args.noise_mode, seed=args.seed, num_steps=args.num_steps,
         init_trials=args.init_trials, trial_steps=args.trial_steps,
         checkpoint_every=args.checkpoint_every, checkpoints_total_limit=args.checkpoints_total_limit,

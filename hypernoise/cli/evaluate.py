@@ -29,6 +29,9 @@ def add_arguments(p) -> None:
     add_reward_weights_arg(p)
     p.add_argument("--score-with", default=None, help="reward spec to report (default: --reward)")
     p.add_argument("--iters", type=int, default=50, help="ReNO iterations")
+    p.add_argument("--optimize-steps", type=int, default=None, metavar="K",
+                   help="generator steps ReNO optimises the noise through before rendering the best at --num-steps "
+                        "(default: 1 for flux-schnell, else --num-steps)")
     p.add_argument("--n", type=int, default=50, help="N of best-of-N")
     add_passes_arg(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per batch")
@@ -45,8 +48,9 @@ def run(args) -> int:
     from hypernoise.rewards import parse_spec
 
     configure_threads(args)
+    reno = RenoConfig(iters=args.iters, optimize_steps=args.optimize_steps)
     cfg = EvalConfig(method=args.method, seeds=_seeds(args.seeds), num_steps=args.num_steps, reward=args.reward,
-                     score_with=args.score_with, adapter=args.adapter, n=args.n, reno=RenoConfig(iters=args.iters),
+                     score_with=args.score_with, adapter=args.adapter, n=args.n, reno=reno,
                      passes=hypernet_passes(args), batch_size=args.batch_size, geneval_layout=args.geneval_layout,
                      reward_weights=reward_weights(args))
     for spec in (args.reward, args.score_with):

@@ -20,10 +20,22 @@ def add_arguments(p) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
     p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="per-sample gradient clipping")
     p.add_argument("--norm-reg", type=float, default=d.norm_reg, help="weight of the chi-norm regulariser")
-    p.add_argument("--num-steps", type=int, default=None, help="generator steps (default: the generator's)")
+    p.add_argument("--num-steps", type=int, default=None,
+                   help="generator steps of the returned image (default: the generator's)")
+    p.add_argument("--optimize-steps", type=int, default=None, metavar="K",
+                   help="generator steps the noise is optimised through; the best noise is then rendered at "
+                        "--num-steps (default: 1 for flux-schnell, the authors' FLUX setting, else --num-steps)")
     p.add_argument("--save-iterates", action="store_true", help="also save the image of every iteration")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_output_args(p)
+
+
+def _steps(res) -> dict:
+    """The steps ReNO optimised through and rendered at, and the reward of the render where they differ."""
+    out = {"optimize_steps": res.extras["optimize_steps"], "render_steps": res.extras["render_steps"]}
+    if "rendered_reward" in res.extras:
+        out["rendered_reward"] = float(res.extras["rendered_reward"][0])
+    return out
 
 
 def run(args) -> int:
@@ -36,7 +48,7 @@ def run(args) -> int:
 
     configure_threads(args)
     cfg = RenoConfig(iters=args.iters, lr=args.lr, max_grad_norm=args.max_grad_norm, norm_reg=args.norm_reg,
-                     num_steps=args.num_steps, keep_iterates=args.save_iterates)
+                     num_steps=args.num_steps, optimize_steps=args.optimize_steps, keep_iterates=args.save_iterates)
     if args.reward:
         parse_spec(args.reward)
     prompts = find_prompts(args.prompt, args.prompts)
@@ -50,15 +62,17 @@ def run(args) -> int:
     with open(out / "results.jsonl", "w") as log:
         for i, prompt in enumerate(prompts):
             noise = seeded_noise(generator, args.seed)[0]
-            res = reno(generator, reward, noise, [prompt], cfg, progress=not args.no_progress)
+            res = reno(generator, reward, noise, [prompt], cfg, progress=not args.no_progress, seeds=[args.seed])
             history = res.extras["reward_history"][0].tolist()
+            row = {"index": i, "prompt": prompt, "seed": args.seed, "best_reward": float(res.reward[0]),
+                   "initial_reward": history[0], "reward_history": history, **_steps(res)}
             save_png(res.samples[0], out / f"{i:03d}-best.png", prompt, args.seed,
-                     {"method": "reno", "reward": float(res.reward[0]), "reward_spec": reward.spec()})
+                     {"method": "reno", "reward": row["best_reward"], "reward_spec": reward.spec(), **_steps(res)})
             for it, image in enumerate(res.extras.get("iterates", [[]])[0]):
                 save_png(image, out / "iterates" / f"{i:03d}" / f"{it:03d}.png", prompt, args.seed, {"iteration": it})
-            log.write(json.dumps({"index": i, "prompt": prompt, "seed": args.seed, "best_reward": float(res.reward[0]),
-                                  "initial_reward": history[0], "reward_history": history,
-                                  "cost": res.cost.to_dict()}) + "\n")
-            print(f"[{i + 1}/{len(prompts)}] {prompt!r}: reward {history[0]:.4g} -> {float(res.reward[0]):.4g}")
+            log.write(json.dumps({**row, "cost": res.cost.to_dict()}) + "\n")
+            rendered = (f" ({row['render_steps']}-step render: {row['rendered_reward']:.4g})"
+                        if "rendered_reward" in row else "")
+            print(f"[{i + 1}/{len(prompts)}] {prompt!r}: reward {history[0]:.4g} -> {row['best_reward']:.4g}{rendered}")
     print(f"wrote {out}/results.jsonl and the best image per prompt")
     return 0

@@ -17,6 +17,9 @@ def add_arguments(p) -> None:
     add_reward_weights_arg(p)
     p.add_argument("--method", choices=list(TRAINING), default="hypernoise",
                    help="hypernoise (a noise hypernetwork) or finetune (direct LoRA reward fine-tuning of g, no KL)")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="training preset of the generator: default (its own settings) or paper (sana-sprint, "
+                        "flux-schnell: the authors' runs, docs/training.md); flags given override it")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (default: the generator's training prompts)")
     p.add_argument("--objective", choices=["l2", "reference", "exact"], default=None, help="noise-space objective (default l2, the paper's)")
     p.add_argument("--alpha", type=float, default=None, help="temperature alpha of the l2/exact objective (default 1)")
@@ -35,11 +38,12 @@ def add_arguments(p) -> None:
     add_output_args(p, required=False)
 
 
-def _configs(args, generator):
-    from hypernoise.cli.common import hypernet_passes, model_config, reward_weights, train_settings
+def _configs(args, generator, model):
+    from hypernoise.cli.common import hypernet_passes, reward_weights, train_settings
     from hypernoise.presets import default_config
 
-    return default_config(generator, model=model_config(args), reward=args.reward, reward_weights=reward_weights(args),
+    return default_config(generator, model=model, reward=args.reward, reward_weights=reward_weights(args),
+                          preset=args.preset,
                           objective=args.objective, alpha=args.alpha, reg_weight=args.reg_weight,
                           alpha_start=args.alpha_start, alpha_ramp=args.alpha_ramp, rank=args.rank,
                           lora_alpha=args.lora_alpha, passes=hypernet_passes(args), **train_settings(args))
@@ -47,6 +51,7 @@ def _configs(args, generator):
 
 def run(args) -> int:
     from hypernoise.cli.common import configure_threads, model_config
+    from hypernoise.presets import preset_model
     from hypernoise.errors import ConfigError
     from hypernoise.io import find_prompts, prepare_output
     from hypernoise.methods import train
@@ -60,8 +65,10 @@ def run(args) -> int:
     if args.reward is not None:
         parse_spec(args.reward)  # fail on a bad spec before loading any model
     prompts = find_prompts(None, args.prompts)
-    generator = model_config(args).build()
-    cfg = _configs(args, generator)
+    model = preset_model(model_config(args), args.preset)  # a preset may name the weights and the resolution
+    generator = model.build()
+    cfg = _configs(args, generator, model)
+    print(f"preset: {generator.name}/{args.preset or 'default'}", flush=True)
     prompts = prompts or generator.default_prompts("train")
     if not prompts:
         raise ConfigError(f"generator {generator.name!r} has no built-in prompts; pass --prompts FILE")

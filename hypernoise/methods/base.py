@@ -171,7 +171,8 @@ class RunConfig:
     adapter: Any = None
     #: hypernoise: times its map is applied (default: the adapter's)
     passes: Optional[int] = None
-    #: the seed of each row of the batch (best-of-N draws a row's candidates from it)
+    #: the seed of each row of the batch (best-of-N draws a row's candidates from it; ReNO seeds
+    #: each row's sampler with it at every iteration)
     seeds: Sequence[int] = ()
     #: best-of-N: candidates per prompt
     n: int = 50

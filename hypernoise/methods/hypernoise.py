@@ -55,8 +55,11 @@ class HyperNoiseConfig:
     fine-tuning, which ignores the objective and ``passes``)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    preset: str = field(default="default", metadata={"help": "the preset these settings started from (recorded)"})
     reward: Optional[str] = field(default=None, metadata={"help": "reward spec; default: the generator's"})
     reward_weights: dict = field(default_factory=dict, metadata={"help": "per-reward builder options, e.g. {'hps': {'pretrained': DIR}}"})
+    reward_dtype: Optional[str] = field(default=None, metadata={
+        "help": "dtype of the reward models (default: float32; the authors run them in the training dtype)"})
     lora: LoraSettings = field(default_factory=LoraSettings)
     mlp_hidden: int = field(default=128, metadata={"help": "width of the MLP hypernetwork (backbone-less generators)"})
     passes: int = field(default=1, metadata={
@@ -75,7 +78,7 @@ def build_hypernetwork(generator: Generator, cfg: HyperNoiseConfig) -> NoiseHype
 def build_training_reward(cfg: HyperNoiseConfig, generator: Generator) -> nn.Module:
     """The reward a run trains against: ``cfg.reward``, else the generator's default."""
     return build_reward(cfg.reward or generator.default_reward, device=str(generator.device),
-                        per_reward=cfg.reward_weights)
+                        dtype=parse_dtype(cfg.reward_dtype, field="reward_dtype"), per_reward=cfg.reward_weights)
 
 
 class HyperNoiseTask(TrainTask):
@@ -124,7 +127,8 @@ class HyperNoiseTask(TrainTask):
         self.hypernet.load_trainable_state_dict(state)
 
     def run_settings(self, cfg: HyperNoiseConfig) -> dict:
-        return {"method": "hypernoise", "reward": self.reward.spec(), "objective": asdict(cfg.objective),
+        return {"method": "hypernoise", **({"preset": cfg.preset} if cfg.preset != "default" else {}),
+                "reward": self.reward.spec(), "objective": asdict(cfg.objective),
                 "train": cfg.train.to_dict(), "num_steps": cfg.train.num_steps or self.generator.default_steps}
 
     def diagnostics(self, noise: torch.Tensor, prompts: Sequence[str], iters: int) -> dict[str, float]:

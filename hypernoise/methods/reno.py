@@ -2,25 +2,43 @@
 
 For each sample independently, gradient ascent on the reward with respect to x0:
 
-    loss(x0) = -r(g(x0, c), c) + lambda * (1/2 ||x0||^2 - (d - 1) log ||x0||)
+    loss(x0) = -r(g_K(x0, c), c) + lambda * (1/2 ||x0||^2 - (d - 1) log ||x0||)
 
 SGD with Nesterov momentum (lr 5, momentum 0.9), the gradient norm of each sample clipped to 0.1,
 50 iterations, and the best iterate by reward is returned. The regulariser is the negative
 log-density of ||x0|| under a chi distribution with d degrees of freedom (up to a constant): it
 keeps the norm near the chi mode sqrt(d - 1), where Gaussian noise lives; computed in fp32.
+
+g_K runs K = ``optimize_steps`` generator steps (default: ``DEFAULT_OPTIMIZE_STEPS`` of the
+generator, else the rendering steps S = ``num_steps``). Where K != S the best iterate is rendered
+once more at S steps (no grad) and that image is returned. With ``seeds`` every call of g gets
+fresh CPU generators in the state ``seeded_noise`` leaves them, so a stochastic sampler
+(SANA-Sprint's multi-step re-noising) re-noises alike at every iteration and
+``g(returned noise, rng=seeded_noise(generator, seed)[1])`` regenerates the returned image.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
 from hypernoise.errors import ConfigError
-from hypernoise.generators.base import Generator
-from hypernoise.methods.base import Cost, MethodOutput, RunConfig, measure, register_method
+from hypernoise.generators.base import Conditioning, Generator
+from hypernoise.methods.base import Cost, MethodOutput, RunConfig, measure, register_method, seeded_noise
+
+#: ReNO's default optimisation steps K per generator name; any other generator optimises through
+#: its rendering steps. FLUX-Schnell: the authors' FLUX ReNO optimises through 1 step and renders
+#: the best noise at 4 (ExplainableML/ReNO: ``--n_inference_steps`` 1, and the multi-step render of
+#: ``models/utils.get_multi_apply_fn("flux")`` at ``num_inference_steps=4``).
+DEFAULT_OPTIMIZE_STEPS: Mapping[str, int] = {"flux-schnell": 1}
+
+
+def _check_positive_int(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+        raise ConfigError(f"`{name}` must be a positive integer, got {value}", field=name)
 
 
 @dataclass
@@ -32,7 +50,10 @@ class RenoConfig:
     momentum: float = field(default=0.9, metadata={"help": "Nesterov momentum"})
     max_grad_norm: float = field(default=0.1, metadata={"help": "per-sample gradient-norm clipping"})
     norm_reg: float = field(default=0.01, metadata={"help": "weight lambda of the chi-norm regulariser"})
-    num_steps: Optional[int] = field(default=None, metadata={"help": "generator steps (default: the generator's)"})
+    num_steps: Optional[int] = field(default=None, metadata={
+        "help": "generator steps of the returned image (default: the generator's)"})
+    optimize_steps: Optional[int] = field(default=None, metadata={
+        "help": "generator steps the noise is optimised through (default: 1 on flux-schnell, else num_steps)"})
     keep_iterates: bool = field(default=False, metadata={"help": "return the image of every iteration"})
 
     def __post_init__(self):
@@ -40,14 +61,24 @@ class RenoConfig:
             raise ConfigError(f"`iters` must be a positive integer, got {self.iters}", field="iters")
         if not self.lr > 0:
             raise ConfigError(f"ReNO's `lr` must be positive, got {self.lr}", field="lr")
+        if self.optimize_steps is not None:
+            _check_positive_int(self.optimize_steps, "optimize_steps")
+
+
+def reno_steps(generator: Generator, cfg: RenoConfig) -> tuple[int, int]:
+    """(K, S): the steps ReNO optimises through and the steps of the returned image."""
+    render = int(cfg.num_steps or generator.default_steps)
+    optimize = cfg.optimize_steps or DEFAULT_OPTIMIZE_STEPS.get(generator.name) or render
+    return int(optimize), render
 
 
 @register_method("reno", help="ReNO: per-prompt optimisation of the noise against the reward")
 def run_reno(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str],
              config: RunConfig) -> MethodOutput:
-    """``reno`` with ``config.reno`` (default: the paper's settings) at ``config.num_steps``."""
+    """``reno`` with ``config.reno`` (default: the paper's settings) at ``config.num_steps``, each
+    row's sampler seeded by ``config.seeds`` (where given)."""
     return reno(generator, reward, noise, prompts, replace(config.reno or RenoConfig(), num_steps=config.num_steps),
-                progress=config.progress)
+                progress=config.progress, seeds=config.seeds or None)
 
 
 def norm_regulariser(x: torch.Tensor) -> torch.Tensor:
@@ -64,41 +95,91 @@ def _clip_per_sample(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
     return grad * scale.view(-1, *[1] * (grad.dim() - 1))
 
 
+def seeded_rngs(generator: Generator, seeds: Optional[Sequence[int]]) -> Optional[list[torch.Generator]]:
+    """Fresh CPU generators, one per seed, each in the state ``seeded_noise(generator, seed)``
+    leaves it (after drawing that seed's noise), as ``hypernoise generate`` seeds its sampler;
+    None without seeds."""
+    if seeds is None:
+        return None
+    return [seeded_noise(generator, s)[1] for s in seeds]
+
+
 def reno(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str],
-         config: Optional[RenoConfig] = None, progress: bool = False) -> MethodOutput:
-    """Optimise each sample's noise for its prompt; returns the best iterate by reward."""
+         config: Optional[RenoConfig] = None, progress: bool = False,
+         seeds: Optional[Sequence[int]] = None) -> MethodOutput:
+    """Optimise each sample's noise [B, *latent_shape] for its prompt through K steps; returns the
+    best iterate by reward, its image [B, 3, H, W] rendered at S steps (``reno_steps``).
+
+    ``reward`` [B] is the best iterate's reward as optimised (through K steps); where K != S,
+    ``extras["rendered_reward"]`` [B] is the reward of the returned S-step image.
+    ``extras["reward_history"]`` [B, iters] and (on request) ``"iterates"`` [B, iters, 3, H, W] are
+    per iteration, through K steps; ``"optimize_steps"`` and ``"render_steps"`` are K and S.
+    ``seeds`` (one per row): every call of g is fed ``seeded_rngs(generator, seeds)``, so the
+    returned noise regenerates the returned image.
+    """
     cfg = config or RenoConfig()
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ConfigError(f"`seeds` needs one seed per prompt: {len(seeds)} for {len(prompts)}", field="seeds")
+    optimize, render = reno_steps(generator, cfg)
     cond = generator.encode(prompts)
+    cost = Cost()
+    with measure(cost, noise.device, len(prompts)):
+        images, best_x, best_r, extras = _optimise(generator, reward, noise, prompts, cond, cfg, optimize, seeds,
+                                                   progress)
+        if render != optimize:
+            images, extras["rendered_reward"] = _render(generator, reward, best_x.to(noise.dtype), prompts, cond,
+                                                        render, seeds)
+    _count(cost, generator, cfg.iters, optimize, render)
+    extras.update(optimize_steps=optimize, render_steps=render)
+    return MethodOutput(images, cost, noise=best_x.to(noise.dtype), reward=best_r, extras=extras)
+
+
+def _optimise(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str],
+              cond: Conditioning, cfg: RenoConfig, steps: int, seeds: Optional[Sequence[int]], progress: bool):
+    """The loop through ``steps`` generator steps: (best images [B, 3, H, W], best noise
+    [B, *latent_shape] in fp32, best reward [B], extras with ``reward_history`` [B, iters])."""
     x = noise.detach().clone().float().requires_grad_(True)
     opt = torch.optim.SGD([x], lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     best_r = torch.full((len(prompts),), -float("inf"), device=noise.device)
     best_img, best_x, history, iterates = None, x.detach().clone(), [], []
-    cost = Cost()
     bar = _progress(cfg.iters, progress)
-    with measure(cost, noise.device, len(prompts)):
-        for it in range(cfg.iters):
-            images = generator.generate(x.to(noise.dtype), cond, cfg.num_steps)
-            r = reward(images, prompts).float()
-            best_img, best_x, best_r = _keep_best(images, x, r, best_img, best_x, best_r)
-            history.append(r.detach().cpu())
-            if cfg.keep_iterates:
-                iterates.append(images.detach().cpu())
-            if it == cfg.iters - 1:
-                break  # the last update would never be evaluated
-            loss = (-r + cfg.norm_reg * norm_regulariser(x)).sum()
-            opt.zero_grad()
-            loss.backward()
-            x.grad = _clip_per_sample(x.grad, cfg.max_grad_norm)
-            opt.step()
-            bar.update(1)
-        bar.close()
-    nfe = generator.nfe(cfg.num_steps)
-    cost.generator_forward, cost.generator_backward = cfg.iters * nfe, (cfg.iters - 1) * nfe
-    cost.reward_forward, cost.reward_backward = cfg.iters, cfg.iters - 1
+    for it in range(cfg.iters):
+        images = generator.generate(x.to(noise.dtype), cond, steps, rng=seeded_rngs(generator, seeds))
+        r = reward(images, prompts).float()
+        best_img, best_x, best_r = _keep_best(images, x, r, best_img, best_x, best_r)
+        history.append(r.detach().cpu())
+        if cfg.keep_iterates:
+            iterates.append(images.detach().cpu())
+        if it == cfg.iters - 1:
+            break  # the last update would never be evaluated
+        loss = (-r + cfg.norm_reg * norm_regulariser(x)).sum()
+        opt.zero_grad()
+        loss.backward()
+        x.grad = _clip_per_sample(x.grad, cfg.max_grad_norm)
+        opt.step()
+        bar.update(1)
+    bar.close()
     extras = {"reward_history": torch.stack(history, 1)}  # [B, iters]
     if cfg.keep_iterates:
         extras["iterates"] = torch.stack(iterates, 1)  # [B, iters, 3, H, W]
-    return MethodOutput(best_img, cost, noise=best_x.to(noise.dtype), reward=best_r, extras=extras)
+    return best_img, best_x, best_r, extras
+
+
+@torch.no_grad()
+def _render(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str],
+            cond: Conditioning, steps: int, seeds: Optional[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best noise [B, *latent_shape] rendered at ``steps``: (images [B, 3, H, W], their reward [B])."""
+    images = generator.generate(noise, cond, steps, rng=seeded_rngs(generator, seeds))
+    return images, reward(images, prompts).float()
+
+
+def _count(cost: Cost, generator: Generator, iters: int, optimize: int, render: int) -> None:
+    """Per-image passes: ``iters`` forwards and ``iters - 1`` backwards through K steps, plus the
+    S-step render and its reward where K != S."""
+    nfe, rendered = generator.nfe(optimize), render != optimize
+    cost.generator_forward = iters * nfe + (generator.nfe(render) if rendered else 0)
+    cost.generator_backward = (iters - 1) * nfe
+    cost.reward_forward, cost.reward_backward = iters + int(rendered), iters - 1
 
 
 @torch.no_grad()

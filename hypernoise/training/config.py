@@ -9,12 +9,13 @@ from typing import Optional
 from hypernoise.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adamw")
-NOISE_MODES = ("per-sample", "shared", "fixed")
+NOISE_MODES = ("per-sample", "shared", "per-step", "fixed")
 PRECISIONS = ("no", "bf16", "fp16")
 
 #: fields that define the run: resuming with another value would silently train another model
 RUN_DEFINING = ("batch_size", "gradient_accumulation_steps", "lr", "optimizer", "momentum", "nesterov",
-                "weight_decay", "warmup_steps", "max_grad_norm", "noise_mode", "seed", "num_steps")
+                "weight_decay", "warmup_steps", "warmup_from_zero", "warmup_per_process", "max_grad_norm", "noise_mode",
+                "seed", "num_steps")
 
 
 def _positive(name: str, value, kind=int):
@@ -37,8 +38,14 @@ class TrainConfig:
     nesterov: bool = field(default=False, metadata={"help": "SGD Nesterov momentum"})
     weight_decay: float = field(default=0.0, metadata={"help": "weight decay (AdamW: decoupled)"})
     warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps of the constant-with-warmup schedule"})
+    warmup_from_zero: bool = field(default=False, metadata={
+        "help": "warm-up starts at lr 0 (lr x step / W, the authors' constant_with_warmup) instead of lr / W"})
+    warmup_per_process: bool = field(default=False, metadata={
+        "help": "warm-up lasts warmup_steps x processes optimizer steps (the authors' runs)"})
     max_grad_norm: Optional[float] = field(default=1.0, metadata={"help": "gradient-norm clipping; None or 0 to disable"})
-    noise_mode: str = field(default="shared", metadata={"help": "per-sample, shared (one noise per batch, the paper), fixed"})
+    noise_mode: str = field(default="shared", metadata={
+        "help": "per-sample; shared (one noise per micro-batch); per-step (one noise per optimizer step, shared by "
+                "every row, micro-step and process: the authors' latent_type=batch); fixed"})
     seed: int = field(default=0, metadata={"help": "seed of prompt order and noise"})
     init_trials: int = field(default=1, metadata={"help": "initialisations tried for trial_steps each; the lowest-loss one trains on"})
     trial_steps: int = field(default=100, metadata={"help": "optimizer steps of each initialisation trial"})

@@ -47,16 +47,24 @@ class PromptSampler:
 
 
 class NoiseSampler:
-    """Initial noise of micro-batch ``index``, in one of three modes.
+    """Initial noise of micro-batch ``index`` [global_batch, *latent_shape], in one of four modes.
 
     per-sample: fresh noise for every sample; shared: one fresh noise per micro-batch, used by
-    every prompt in it (the paper's runs); fixed: the same global batch of noise at every step.
+    every prompt in it; per-step: one noise per optimizer step (micro-batch ``index`` belongs to
+    step ``index // accumulation``), drawn as ``torch.randn([1, *latent_shape])`` from a CPU
+    generator seeded with ``seed + step`` and shared by every row, micro-step and process (the
+    authors' ``latent_type="batch"``: ``_generate_latents``, training/trainer.py:139-149); fixed:
+    the same global batch of noise at every step.
     """
 
-    def __init__(self, latent_shape: tuple, global_batch: int, seed: int, mode: str = "shared"):
+    def __init__(self, latent_shape: tuple, global_batch: int, seed: int, mode: str = "shared", accumulation: int = 1):
         self.latent_shape, self.global_batch, self.seed, self.mode = tuple(latent_shape), global_batch, seed, mode
+        self.accumulation = int(accumulation)
 
     def global_noise_at(self, index: int) -> torch.Tensor:
+        if self.mode == "per-step":
+            g = torch.Generator().manual_seed(int(self.seed) + index // self.accumulation)
+            return torch.randn((1, *self.latent_shape), generator=g).expand(self.global_batch, *self.latent_shape)
         key = 0 if self.mode == "fixed" else index + 1
         g = _generator(_NOISE_STREAM, self.seed, key)
         if self.mode == "shared":

@@ -66,10 +66,19 @@ def build_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
-    """Constant learning rate after a linear warmup of ``warmup_steps`` optimizer steps."""
-    warmup = max(0, int(cfg.warmup_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+def warmup_factor(step: int, warmup: int, from_zero: bool) -> float:
+    """lr multiplier at optimizer step ``step`` (0-based) of a linear warm-up over ``warmup`` steps:
+    (step + 1) / W (the first step already moves), or step / W from 0 (the authors')."""
+    if warmup <= 0:
+        return 1.0
+    return min(1.0, (step if from_zero else step + 1) / warmup)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, processes: int = 1):
+    """Constant learning rate after a linear warm-up of ``warmup_steps`` optimizer steps (times
+    ``processes`` with ``warmup_per_process``, from lr 0 with ``warmup_from_zero``)."""
+    warmup = max(0, int(cfg.warmup_steps)) * (processes if cfg.warmup_per_process else 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_factor(s, warmup, cfg.warmup_from_zero))
 
 
 def resolve_resume(out_dir: Path, resume: Optional[str]) -> Optional[Path]:
@@ -143,7 +152,7 @@ class Trainer:
             self.task.enable_gradient_checkpointing()
         self.params = task.trainable_parameters()
         self.optimizer = build_optimizer(self.params, config)
-        self.scheduler = build_scheduler(self.optimizer, config)
+        self.scheduler = build_scheduler(self.optimizer, config, self.acc.num_processes)
         self.model, self.optimizer = self.acc.prepare(self.task, self.optimizer)
         self.step, self.skipped, self.streak = 0, 0, 0
         self._log_sink: Optional[list] = None  # metrics held back (initialisation trials) instead of logged
@@ -186,7 +195,11 @@ class Trainer:
                     f"resume with the same settings or start a new `out_dir`")
 
     # ----------------------------------------------------------------- loop
-    def fit(self, prompts: Sequence[str], resume: Optional[str] = None) -> TrainResult:
+    def fit(self, prompts: Sequence[str], resume: Optional[str] = None, *, prompt_sampler: Optional[PromptSampler] = None,
+            noise_sampler: Optional[NoiseSampler] = None) -> TrainResult:
+        """Train to ``cfg.steps``. The samplers (default: ``PromptSampler`` over ``prompts`` and
+        ``NoiseSampler`` in ``cfg.noise_mode``) may be given to inject fixed data, as the
+        reference-parity test does; any object with their ``batch`` method works."""
         cfg, acc = self.cfg, self.acc
         resume_path = resolve_resume(self.out_dir, resume)
         if resume_path is not None:
@@ -194,8 +207,9 @@ class Trainer:
         if cfg.report_to not in (None, "none"):
             acc.init_trackers("hypernoise", config={k: v for k, v in cfg.to_dict().items() if v is not None})
         per, world = cfg.batch_size, acc.num_processes
-        prompt_sampler = PromptSampler(prompts, per * world, cfg.seed)
-        noise_sampler = NoiseSampler(self.task.latent_shape, per * world, cfg.seed, cfg.noise_mode)
+        prompt_sampler = prompt_sampler or PromptSampler(prompts, per * world, cfg.seed)
+        noise_sampler = noise_sampler or NoiseSampler(self.task.latent_shape, per * world, cfg.seed, cfg.noise_mode,
+                                                      cfg.gradient_accumulation_steps)
         self._truncate_metrics()
         t0 = time.perf_counter()
         if cfg.init_trials > 1 and resume_path is None and self.step == 0:

@@ -17,6 +17,7 @@ patched ``proj_out`` does. Every LoRA tensor must match a layer: a partial load 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -30,6 +31,7 @@ from hypernoise.errors import AdapterError, plain
 from hypernoise.generators.base import Generator
 from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, NoiseHypernetwork
 from hypernoise.registry import Registry
+from hypernoise.training.checkpoint import json_kind
 
 META_FILE = "hypernoise.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -77,14 +79,59 @@ def save_adapter(folder, hypernet: NoiseHypernetwork, generator: Generator, sett
     return folder
 
 
+def resolve_adapter_folder(folder) -> Path:
+    """``folder`` as an adapter folder path, or an ``AdapterError`` that names the folder to pass
+    instead: a training run's folder (which holds ``adapter/``) or a file inside an adapter folder
+    (its ``.safetensors``, its json) is answered with "pass RUN/adapter", not "does not exist"."""
+    folder = Path(folder)
+    markers = (META_FILE, PEFT_CONFIG_FILE)
+    if folder.is_file():
+        parent = folder.parent
+        if any((parent / m).is_file() for m in markers):
+            raise AdapterError(f"{folder} is a file inside the adapter folder; pass the folder itself: {parent}")
+        raise AdapterError(f"{folder} is a file, not an adapter folder; pass the adapter/ folder that "
+                           f"`hypernoise train` wrote (RUN/adapter)")
+    if not folder.is_dir():
+        raise AdapterError(f"adapter folder {folder} does not exist; pass the adapter/ folder that `hypernoise train` "
+                           f"wrote (RUN/adapter)")
+    if not any((folder / m).is_file() for m in markers):
+        inner = folder / "adapter"
+        if inner.is_dir() and any((inner / m).is_file() for m in markers):
+            raise AdapterError(f"{folder} is a training run folder, not its adapter; pass {inner}")
+    return folder
+
+
 def read_metadata(folder) -> Optional[dict]:
+    """``hypernoise.json`` of an adapter folder (None where there is none), checked to be what
+    ``save_adapter`` writes: an object whose ``hypernetwork`` and ``settings`` are objects, whose
+    ``generator`` is a name and ``latent_shape`` a list of sizes. Anything else, of any JSON type,
+    is an ``AdapterError``."""
     path = Path(folder) / META_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AdapterError(f"{path} is corrupt ({e}); re-save the adapter") from None
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8 (UnicodeDecodeError), not JSON
+        raise AdapterError(f"{path} is corrupt ({type(e).__name__}: {str(e)[:120]}); re-save the adapter") from None
+
+    def bad(what: str) -> AdapterError:
+        return AdapterError(f"{path} is corrupt ({what}); re-save the adapter or pass another folder")
+
+    if not isinstance(meta, dict):
+        raise bad(f"it holds {json_kind(meta)}, not an object")
+    for key in ("hypernetwork", "settings"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise bad(f"its {key} is {json_kind(meta[key])}, not an object")
+    if meta.get("generator") is not None and not isinstance(meta["generator"], str):
+        raise bad(f"its generator is {meta['generator']!r}, not a name")
+    shape = meta.get("latent_shape")
+    if shape is not None and (not isinstance(shape, list)
+                              or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
+        raise bad(f"its latent_shape is {shape!r}, not a list of sizes")
+    kind = (meta.get("hypernetwork") or {}).get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise bad(f"its hypernetwork type is {kind!r}, not a name")
+    return meta
 
 
 def check_compatible(meta: dict, generator: Generator, folder) -> None:
@@ -107,15 +154,22 @@ def _reference_config(folder: Path) -> dict:
     but are not loaded are refused rather than ignored."""
     try:
         cfg = json.loads((folder / PEFT_CONFIG_FILE).read_text())
-        rank = int(cfg["r"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        if not isinstance(cfg, dict):
+            raise TypeError(f"it holds {json_kind(cfg)}, not an object")
+        rank = cfg["r"]
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"r is {rank!r}, not a positive integer")
+        alpha = cfg.get("lora_alpha", 8)  # 8: peft's default lora_alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+            raise ValueError(f"lora_alpha is {alpha!r}, not a positive number")
+    except (OSError, KeyError, TypeError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
         raise AdapterError(f"{folder / PEFT_CONFIG_FILE} is not a peft LoRA config ({type(e).__name__}: {e})") from None
     used = [k for k in _UNSUPPORTED_PEFT if cfg.get(k)]
     if used:
         raise AdapterError(f"adapter {folder} uses peft options hypernoise does not load ({', '.join(used)}); "
                            f"re-save it without them")
     targets = cfg.get("target_modules")
-    return {"type": "lora", "rank": rank, "alpha": cfg.get("lora_alpha", 8),  # 8: peft's default lora_alpha
+    return {"type": "lora", "rank": rank, "alpha": alpha,
             "target_modules": sorted(targets) if isinstance(targets, list) else targets,
             "adapter_name": "hypernoise_adapter"}
 
@@ -134,9 +188,7 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def load_adapter(generator: Generator, folder, on_build: Optional[Callable] = None) -> NoiseHypernetwork:
     """Build the hypernetwork recorded in ``folder`` on ``generator`` and load its weights."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise AdapterError(f"adapter folder {folder} does not exist; pass the adapter/ folder that `hypernoise train` wrote")
+    folder = resolve_adapter_folder(folder)  # a run folder or a file inside adapter/: names the folder to pass
     meta = read_metadata(folder)
     if meta is not None:
         check_compatible(meta, generator, folder)
@@ -148,7 +200,7 @@ def load_adapter(generator: Generator, folder, on_build: Optional[Callable] = No
     weights = _read_weights(folder)
     try:
         hypernet = HYPERNETS.build(config.get("type", "lora"), generator=generator, config=config)  # ConfigError is a ValueError
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise AdapterError(f"adapter {folder} has an unusable hypernetwork config ({plain(str(e))})") from None
     try:
         hypernet.load_trainable_state_dict(weights)

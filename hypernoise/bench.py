@@ -20,6 +20,7 @@ import torch
 
 from hypernoise.errors import ConfigError
 from hypernoise.evaluation import EvalConfig, evaluate
+from hypernoise.hypernet.base import check_passes
 from hypernoise.methods import train
 from hypernoise.methods.finetune import GeneratorLoRA
 from hypernoise.methods.hypernoise import HyperNoiseConfig, ModelConfig, build_hypernetwork
@@ -27,6 +28,7 @@ from hypernoise.methods.reno import RenoConfig
 from hypernoise.metrics import frechet_distance, image_features
 from hypernoise.presets import default_config
 from hypernoise.training.checkpoint import list_checkpoints, load_checkpoint
+from hypernoise.training.config import check_int, check_seeds
 
 METHOD_ORDER = ("base", "hypernoise", "reno", "best-of-n", "finetune")
 
@@ -52,7 +54,14 @@ class BenchConfig:
     progress: bool = True
 
     def __post_init__(self):
-        self.reno_config()  # ReNO's settings fail here, not after the training runs
+        # every setting fails here, not after the training runs
+        self.seeds = check_seeds(self.seeds)
+        if self.passes is not None:
+            check_passes(self.passes)
+        check_int(self.curve_points, "curve_points")
+        check_int(self.n, "n")
+        check_int(self.batch_size, "batch_size")
+        self.reno_config()
 
     def reno_config(self) -> RenoConfig:
         """ReNO's settings: ``reno_iters`` iterations through ``reno_optimize_steps`` steps."""

@@ -30,6 +30,7 @@ from hypernoise.methods import METHODS, Cost, RunConfig, seeded_noise
 from hypernoise.methods.reno import RenoConfig
 from hypernoise.metrics import frechet_distance, image_features  # noqa: F401  (re-exported)
 from hypernoise.rewards import build_reward, parse_spec
+from hypernoise.training.config import check_int, check_seeds
 
 
 @dataclass
@@ -55,14 +56,17 @@ class EvalConfig:
 
     def __post_init__(self):
         method = METHODS.get(self.method)  # raises UnknownNameError listing the methods
-        if not self.seeds:
-            raise ConfigError("`seeds` needs at least one seed, e.g. (0, 1, 2, 3)", field="seeds")
+        self.seeds = check_seeds(self.seeds)  # at least one, each in [0, MAX_SEED], none twice
+        if self.num_steps is not None:
+            check_int(self.num_steps, "num_steps")
+        check_int(self.n, "n")
+        if not isinstance(self.reno, RenoConfig):
+            raise ConfigError(f"`reno` must be a RenoConfig, got {type(self.reno).__name__}", field="reno")
         if self.passes is not None:
             check_passes(self.passes)
             if self.method != "hypernoise":
                 raise ConfigError(f"`passes` applies to `method` hypernoise, not {self.method}", field="passes")
-        if int(self.batch_size) < 1:
-            raise ConfigError(f"`batch_size` must be a positive integer, got {self.batch_size}", field="batch_size")
+        check_int(self.batch_size, "batch_size")
         if method.needs_adapter and not self.adapter and not self.adapter_given:
             raise ConfigError(f"`method` {self.method} needs `adapter` (the adapter/ folder training wrote)",
                               field="adapter")

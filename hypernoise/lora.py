@@ -56,6 +56,8 @@ class LoraSettings:
     def __post_init__(self):
         if int(self.rank) < 1:
             raise ConfigError(f"LoRA `rank` must be a positive integer, got {self.rank}", field="rank")
+        if self.alpha is not None and not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < float("inf")):
+            raise ConfigError(f"LoRA `lora_alpha` must be a positive finite number, got {self.alpha}", field="lora_alpha")
         if self.init not in ("gaussian", "true", True):
             raise ConfigError(f"LoRA init must be 'gaussian' or 'true', got {self.init!r}", field="init")
 

@@ -25,12 +25,14 @@ plus the log-det part for ``exact``) so every objective logs a comparable number
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import torch
 
 from hypernoise.errors import ConfigError
+from hypernoise.training.config import check_number
 
 KINDS = ("l2", "reference", "exact", "none")
 EXACT_MAX_DIM = 64
@@ -49,16 +51,17 @@ class ObjectiveConfig:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ConfigError(f"unknown objective {self.kind!r}; choose one of: {', '.join(KINDS)}", field="kind")
-        if not self.alpha > 0:
-            raise ConfigError(f"`alpha` must be positive, got {self.alpha}", field="alpha")
-        if self.reg_weight < 0:
-            raise ConfigError(f"`reg_weight` must be non-negative, got {self.reg_weight}", field="reg_weight")
-        if self.alpha_start is not None and not self.alpha_start > 0:
-            raise ConfigError(f"`alpha_start` must be positive, got {self.alpha_start}", field="alpha_start")
-        self.alpha_ramp = tuple(int(s) for s in self.alpha_ramp)
-        if len(self.alpha_ramp) != 2 or not 0 <= self.alpha_ramp[0] <= self.alpha_ramp[1]:
-            raise ConfigError(f"`alpha_ramp` takes two steps BEGIN END with 0 <= BEGIN <= END, got {self.alpha_ramp}",
+        check_number(self.alpha, "alpha", what="positive")  # inf would drop the reward, NaN poison the loss
+        check_number(self.reg_weight, "reg_weight", strict=False, what="non-negative")
+        if self.alpha_start is not None:
+            check_number(self.alpha_start, "alpha_start", what="positive")
+        ramp = self.alpha_ramp
+        if (isinstance(ramp, (str, bytes)) or not hasattr(ramp, "__len__") or len(ramp) != 2
+                or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in ramp)
+                or not 0 <= ramp[0] <= ramp[1]):
+            raise ConfigError(f"`alpha_ramp` takes two steps BEGIN END with 0 <= BEGIN <= END, got {ramp}",
                               field="alpha_ramp")
+        self.alpha_ramp = tuple(int(s) for s in ramp)
 
     def alpha_at(self, step: int) -> float:
         """The temperature at optimizer step ``step`` (0-based): alpha_start, a geometric ramp, alpha."""

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 
 def add_arguments(p) -> None:
-    from hypernoise.cli.common import add_model_args, add_output_args, add_reward_weights_arg
+    from hypernoise.cli.common import (MAX_PASSES, add_model_args, add_output_args, add_reward_weights_arg, float_arg,
+                                       passes_arg, positive_int, seed_list)
 
     add_model_args(p)
     p.add_argument("--reward", default=None, help="reward of every method (default: the generator's)")
     add_reward_weights_arg(p)
-    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7",
+    p.add_argument("--seeds", type=seed_list, default="0,1,2,3,4,5,6,7",
                    help="seeds per held-out prompt (default 0-7: the 960 images the main job reports on the world)")
-    p.add_argument("--steps", type=int, default=None, help="training steps of HyperNoise and fine-tuning (default: the generator's)")
-    p.add_argument("--alpha", type=float, default=None, help="temperature of HyperNoise training (default: the generator's)")
-    p.add_argument("--init-trials", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps of HyperNoise and fine-tuning (default: the generator's)")
+    p.add_argument("--alpha", type=float_arg(what="positive"), default=None, help="temperature of HyperNoise training (default: the generator's)")
+    p.add_argument("--init-trials", type=positive_int, default=None,
                    help="initialisation trials of both trained methods (default: the generator's)")
-    p.add_argument("--trial-steps", type=int, default=None, help="optimizer steps of each trial (default: the generator's)")
+    p.add_argument("--trial-steps", type=positive_int, default=None, help="optimizer steps of each trial (default: the generator's)")
     p.add_argument("--hypernoise-adapter", default=None, help="reuse this HyperNoise adapter instead of training one")
     p.add_argument("--finetune-adapter", default=None, help="reuse this fine-tuning adapter instead of training one")
-    p.add_argument("--hypernet-passes", type=int, default=None, metavar="K",
+    p.add_argument("--hypernet-passes", type=passes_arg, default=None, metavar="K",
                    help="apply HyperNoise's map x <- x + f_phi(x, c) K times at evaluation (default: the adapter's, 1); "
-                        "each pass is one more forward")
-    p.add_argument("--curve-points", type=int, default=5, help="checkpoints traced along training for the reward/fidelity curve")
-    p.add_argument("--iters", type=int, default=50, help="ReNO iterations")
-    p.add_argument("--optimize-steps", type=int, default=None, metavar="K",
+                        f"each pass is one more forward (1 to {MAX_PASSES})")
+    p.add_argument("--curve-points", type=positive_int, default=5, help="checkpoints traced along training for the reward/fidelity curve")
+    p.add_argument("--iters", type=positive_int, default=50, help="ReNO iterations")
+    p.add_argument("--optimize-steps", type=positive_int, default=None, metavar="K",
                    help="generator steps ReNO optimises the noise through before rendering the best at the "
                         "generator's steps (default: 1 for flux-schnell, else the generator's steps)")
-    p.add_argument("--n", type=int, default=50, help="N of best-of-N")
+    p.add_argument("--n", type=positive_int, default=50, help="N of best-of-N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_output_args(p)
 
@@ -35,7 +36,7 @@ def run(args) -> int:
     from hypernoise.bench import BenchConfig, run_bench
     from hypernoise.cli.common import configure_threads, hypernet_passes, model_config, reward_weights
     from hypernoise.cli.evaluate import _seeds
-    from hypernoise.io import prepare_output
+    from hypernoise.io import output_folder
     from hypernoise.presets import default_config
 
     configure_threads(args)
@@ -51,8 +52,10 @@ def run(args) -> int:
                       passes=passes,
                       curve_points=args.curve_points, reno_iters=args.iters,
                       reno_optimize_steps=args.optimize_steps, n=args.n, progress=not args.no_progress)
-    out = prepare_output(args.out, overwrite=args.overwrite)
-    bench = run_bench(cfg, out, generator=generator)
-    print((out / "bench.md").read_text())
-    print(f"wrote {out}/bench.json, {out}/bench.md, {out}/curve.png, {out}/tradeoff.png")
-    return 0
+    inputs = {"hypernoise_adapter": args.hypernoise_adapter, "finetune_adapter": args.finetune_adapter,
+              "pretrained": args.pretrained, "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
+    with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise bench") as out:
+        bench = run_bench(cfg, out, generator=generator)
+        print((out / "bench.md").read_text())
+        print(f"wrote {out}/bench.json, {out}/bench.md, {out}/curve.png, {out}/tradeoff.png")
+        return 0

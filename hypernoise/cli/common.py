@@ -6,12 +6,119 @@ import argparse
 from typing import Optional
 
 from hypernoise.errors import ConfigError
+from hypernoise.hypernet.base import MAX_PASSES
 from hypernoise.methods.hypernoise import ModelConfig
-from hypernoise.training.config import TrainConfig
+from hypernoise.training.config import MAX_SEED, TrainConfig, check_int, check_number, check_seed, check_seeds
 
 #: generators small enough that one thread per process is fastest (NOTES.md: 2-7x on 2 cores)
 #: generators whose work is too small for a second thread to pay off
 SMALL_GENERATORS = ("toy2d",)
+
+#: the largest --height/--width: 8x the sides the supported models are made for (SD-Turbo 512 px,
+#: SANA-Sprint and FLUX-Schnell about 1024 px); beyond it a run would only fail later, out of memory
+MAX_IMAGE_SIDE = 8192
+
+
+# ----------------------------------------------------------------- argparse types
+# Each checks a value where it is parsed, with the library's own wording (training.config's
+# check_int / check_number), so that `--lr nan` fails at once as "--lr must be a finite number,
+# got nan" (OneLineParser.error puts the flag first), before any model loads or folder is made.
+
+def _rewrap(error: ConfigError) -> argparse.ArgumentTypeError:
+    """The library's "`value` must be ..." as argparse's "must be ..." (the parser names the flag)."""
+    return argparse.ArgumentTypeError(str(error).replace("`value` ", "", 1))
+
+
+def int_arg(low: int = 1, high: Optional[int] = None, why: str = "", what: Optional[str] = None):
+    """argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        try:
+            return check_int(value, "value", low, high, why, what)
+        except ConfigError as e:
+            raise _rewrap(e) from None
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_arg(low: float = 0.0, strict: bool = True, high: Optional[float] = None, high_strict: bool = False,
+              what: Optional[str] = None):
+    """argparse type: a finite number above ``low`` (``strict``) or at least ``low`` (and up to
+    ``high``); ``inf``, ``nan`` and their spellings are refused."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        try:
+            return check_number(value, "value", low, strict, high, high_strict, what)
+        except ConfigError as e:
+            raise _rewrap(e) from None
+
+    parse.__name__ = "number"
+    return parse
+
+
+positive_int = int_arg(1)
+non_negative_int = int_arg(0)
+positive_float = float_arg(0.0)
+non_negative_float = float_arg(0.0, strict=False)
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of --seed: an integer from 0 to ``training.config.MAX_SEED``."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {text!r}") from None
+    try:
+        return check_seed(value, "value")
+    except ConfigError as e:
+        raise _rewrap(e) from None
+
+
+seed_arg.__name__ = "seed"
+
+#: K of --hypernet-passes: 1 to MAX_PASSES (hypernet.base: each pass is one more forward)
+passes_arg = int_arg(1, MAX_PASSES, why="each pass is one more forward of the hypernetwork")
+side_arg = int_arg(1, MAX_IMAGE_SIDE, why="far above the sides the supported models are made for")
+
+
+def seed_list(text: str) -> tuple:
+    """argparse type of --seeds: comma-separated seeds, each once (``training.config.check_seeds``)."""
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, e.g. 0,1,2,3, got {text!r}") from None
+    try:
+        return check_seeds(seeds, "value")
+    except ConfigError as e:
+        raise _rewrap(e) from None
+
+
+seed_list.__name__ = "seeds"
+
+
+def machine_cores() -> int:
+    """The cores this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_arg(text: str) -> int:
+    """argparse type of --threads: 1 to 4 x this machine's cores (a value beyond is a typo: more
+    threads than cores only slow PyTorch down, see ``auto_threads``)."""
+    cores = machine_cores()
+    return int_arg(1, 4 * cores, why=f"4 x this machine's {cores} cores; more threads than cores only slow PyTorch "
+                                     f"down")(text)
+
+
+threads_arg.__name__ = "threads"
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -20,9 +127,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", default=None, help="Hugging Face model id or local folder of the generator's weights")
     g.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bfloat16 on GPU, float32 on CPU)")
-    g.add_argument("--height", type=int, default=None, help="image height in pixels (default: the model's own)")
-    g.add_argument("--width", type=int, default=None, help="image width in pixels (default: the model's own)")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: the idle cores; 1 for toy2d)")
+    g.add_argument("--height", type=side_arg, default=None,
+                   help=f"image height in pixels, 1 to {MAX_IMAGE_SIDE} (default: the model's own; a generator of one "
+                        "size refuses another)")
+    g.add_argument("--width", type=side_arg, default=None,
+                   help=f"image width in pixels, 1 to {MAX_IMAGE_SIDE} (default: the model's own)")
+    g.add_argument("--threads", type=threads_arg, default=None,
+                   help="CPU threads, 1 to this machine's cores (default: the idle cores; 1 for toy2d)")
 
 
 def model_config(args) -> ModelConfig:
@@ -39,7 +150,7 @@ def auto_threads(generator: str) -> int:
 
     if generator in SMALL_GENERATORS:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = machine_cores()
     try:
         load = os.getloadavg()[0]
     except OSError:
@@ -70,16 +181,16 @@ def add_passes_arg(p: argparse.ArgumentParser, training: bool = False) -> None:
     """``--hypernet-passes K``: how many times the noise map x <- x + f_phi(x, c) is applied."""
     where = ("in training and by default at inference (default 1, the paper's)" if training
              else "at inference (default: the adapter's, 1 unless it was trained with more)")
-    p.add_argument("--hypernet-passes", type=int, default=None, metavar="K",
+    p.add_argument("--hypernet-passes", type=passes_arg, default=None, metavar="K",
                    help=f"apply the hypernetwork's map x <- x + f_phi(x, c) K times {where}; each pass is one "
-                        "more forward of the backbone")
+                        f"more forward of the backbone (1 to {MAX_PASSES})")
 
 
 def hypernet_passes(args) -> Optional[int]:
     """The ``--hypernet-passes`` value, checked (None when not given)."""
     k = getattr(args, "hypernet_passes", None)
-    if k is not None and k < 1:
-        raise ConfigError(f"--hypernet-passes must be a positive integer, got {k}")
+    if k is not None:
+        check_int(k, "hypernet_passes", 1, MAX_PASSES, why="each pass is one more forward of the hypernetwork")
     return k
 
 
@@ -102,27 +213,28 @@ def add_output_args(p: argparse.ArgumentParser, required: bool = True, default=N
 def add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default: the generator's, else {d.steps})")
-    g.add_argument("--batch-size", type=int, default=None, help=f"samples per process per micro-step (default: the generator's, else {d.batch_size})")
-    g.add_argument("--gradient-accumulation-steps", type=int, default=None, help="micro-steps per optimizer step (default 1)")
-    g.add_argument("--lr", type=float, default=None, help="learning rate")
+    g.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default: the generator's, else {d.steps})")
+    g.add_argument("--batch-size", type=positive_int, default=None, help=f"samples per process per micro-step (default: the generator's, else {d.batch_size})")
+    g.add_argument("--gradient-accumulation-steps", type=positive_int, default=None, help="micro-steps per optimizer step (default 1)")
+    g.add_argument("--lr", type=positive_float, default=None, help="learning rate")
     g.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help="sgd (momentum 0.9) or adamw")
     g.add_argument("--nesterov", action="store_true", help="Nesterov momentum for SGD")
-    g.add_argument("--warmup-steps", type=int, default=None, help="linear learning-rate warmup (default: the generator's, else 0)")
-    g.add_argument("--max-grad-norm", type=float, default=None, help=f"gradient-norm clipping, 0 for none (default: the generator's, else {d.max_grad_norm})")
-    g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: the preset's, else 0)")
+    g.add_argument("--warmup-steps", type=non_negative_int, default=None, help="linear learning-rate warmup (default: the generator's, else 0)")
+    g.add_argument("--max-grad-norm", type=non_negative_float, default=None, help=f"gradient-norm clipping, 0 for none (default: the generator's, else {d.max_grad_norm})")
+    g.add_argument("--weight-decay", type=non_negative_float, default=None, help="weight decay (default: the preset's, else 0)")
     g.add_argument("--noise-mode", choices=["per-sample", "shared", "per-step", "fixed"], default=None,
                    help="initial noise per sample, one per micro-batch (shared), one per optimizer step shared by "
                         "every micro-step and process (per-step: the authors' runs), or fixed")
-    g.add_argument("--num-steps", type=int, default=None, help="generator steps during training (default: the generator's)")
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, prompt order and noise")
-    g.add_argument("--init-trials", type=int, default=None,
+    g.add_argument("--num-steps", type=positive_int, default=None, help="generator steps during training (default: the generator's)")
+    g.add_argument("--seed", type=seed_arg, default=0, help="seed of initialisation, prompt order and noise")
+    g.add_argument("--init-trials", type=positive_int, default=None,
                    help="train this many initialisations for --trial-steps each and keep the lowest-loss one (default: the generator's, else 1)")
-    g.add_argument("--trial-steps", type=int, default=None, help=f"optimizer steps of each initialisation trial (default {d.trial_steps})")
-    g.add_argument("--checkpoint-every", type=int, default=0, help="write a checkpoint every N steps (0: only at the end)")
-    g.add_argument("--checkpoints-total-limit", type=int, default=None, help="keep at most N checkpoints")
+    g.add_argument("--trial-steps", type=positive_int, default=None, help=f"optimizer steps of each initialisation trial (default {d.trial_steps})")
+    g.add_argument("--checkpoint-every", type=non_negative_int, default=0, help="write a checkpoint every N steps (0: only at the end)")
+    g.add_argument("--checkpoints-total-limit", type=positive_int, default=None,
+                   help="keep at most N checkpoints, N >= 1 (default: all)")
     g.add_argument("--resume", default=None, help="latest, or a checkpoint folder, to continue a run")
-    g.add_argument("--lipschitz-every", type=int, default=0, help="log the spectral norm of J_f every N steps")
+    g.add_argument("--lipschitz-every", type=non_negative_int, default=0, help="log the spectral norm of J_f every N steps")
     g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None, help="autocast precision (default no)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="recompute backbone activations in backward")
     g.add_argument("--report-to", choices=["tensorboard", "wandb"], default=None, help="experiment tracker")

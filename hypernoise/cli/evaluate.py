@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 
-def _seeds(text: str) -> tuple:
+def _seeds(text) -> tuple:
     from hypernoise.errors import ConfigError
 
+    if not isinstance(text, str):  # already parsed by --seeds' type (cli.common.seed_list)
+        return tuple(text)
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
@@ -16,26 +18,30 @@ def _seeds(text: str) -> tuple:
 
 
 def add_arguments(p) -> None:
-    from hypernoise.cli.common import add_model_args, add_output_args, add_passes_arg, add_reward_weights_arg
+    from hypernoise.cli.common import (add_model_args, add_output_args, add_passes_arg, add_reward_weights_arg,
+                                       positive_int, seed_list)
     from hypernoise.methods import METHODS
 
     add_model_args(p)
     p.add_argument("--method", choices=list(METHODS), default="base", help="what generates the images")
     p.add_argument("--adapter", default=None, help="adapter folder (hypernoise, finetune)")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (GenEval metadata); default: the generator's test prompts")
-    p.add_argument("--seeds", default="0,1,2,3", help="comma-separated seeds per prompt")
-    p.add_argument("--num-steps", type=int, default=None, help="generator steps (default: the generator's)")
+    p.add_argument("--seeds", type=seed_list, default="0,1,2,3",
+                   help="comma-separated seeds per prompt, each once (default 0,1,2,3)")
+    p.add_argument("--num-steps", type=positive_int, default=None, help="generator steps (default: the generator's)")
     p.add_argument("--reward", default=None, help="reward spec of reno / best-of-n (default: the generator's)")
     add_reward_weights_arg(p)
     p.add_argument("--score-with", default=None, help="reward spec to report (default: --reward)")
-    p.add_argument("--iters", type=int, default=50, help="ReNO iterations")
-    p.add_argument("--optimize-steps", type=int, default=None, metavar="K",
+    p.add_argument("--iters", type=positive_int, default=50, help="ReNO iterations")
+    p.add_argument("--optimize-steps", type=positive_int, default=None, metavar="K",
                    help="generator steps ReNO optimises the noise through before rendering the best at --num-steps "
                         "(default: 1 for flux-schnell, else --num-steps)")
-    p.add_argument("--n", type=int, default=50, help="N of best-of-N")
+    p.add_argument("--n", type=positive_int, default=50, help="N of best-of-N")
     add_passes_arg(p)
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per batch")
     p.add_argument("--geneval-layout", action="store_true", help="also write GenEval's folder layout of PNGs")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (evaluate draws none today; accepted as on every command that runs a model)")
     add_output_args(p)
 
 
@@ -43,7 +49,7 @@ def run(args) -> int:
     from hypernoise.cli.common import configure_threads, hypernet_passes, model_config, reward_weights
     from hypernoise.errors import ConfigError
     from hypernoise.evaluation import EvalConfig, evaluate
-    from hypernoise.io import prepare_output, read_prompt_records
+    from hypernoise.io import output_folder, read_prompt_records
     from hypernoise.methods.reno import RenoConfig
     from hypernoise.rewards import parse_spec
 
@@ -62,10 +68,12 @@ def run(args) -> int:
     if not prompts:
         raise ConfigError(f"generator {generator.name!r} has no built-in test prompts; pass --prompts FILE")
     generator.check_prompts(prompts)
-    out = prepare_output(args.out, overwrite=args.overwrite)
-    results = evaluate(generator, prompts, cfg, out, records=records)
-    print(json.dumps({k: results[k] for k in ("method", "rewards", "cost") if k in results}, indent=1))
-    if "geneval" in results:
-        print("geneval: " + ", ".join(f"{k} {v:.3f}" for k, v in results["geneval"].items() if v is not None))
-    print(f"wrote {out}/results.json and {out}/per_prompt.jsonl")
-    return 0
+    inputs = {"prompts": args.prompts, "adapter": args.adapter, "pretrained": args.pretrained,
+              "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
+    with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise evaluate") as out:
+        results = evaluate(generator, prompts, cfg, out, records=records)
+        print(json.dumps({k: results[k] for k in ("method", "rewards", "cost") if k in results}, indent=1))
+        if "geneval" in results:
+            print("geneval: " + ", ".join(f"{k} {v:.3f}" for k, v in results["geneval"].items() if v is not None))
+        print(f"wrote {out}/results.json and {out}/per_prompt.jsonl")
+        return 0

@@ -6,18 +6,20 @@ import re
 
 
 def add_arguments(p) -> None:
-    from hypernoise.cli.common import add_model_args, add_output_args, add_passes_arg
+    from hypernoise.cli.common import add_model_args, add_output_args, add_passes_arg, positive_int, seed_arg
 
     add_model_args(p)
     p.add_argument("--adapter", default=None, help="adapter folder written by `hypernoise train` (or the paper's peft folder)")
     p.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first image of each prompt")
-    p.add_argument("--num-images", type=int, default=1, help="images per prompt (seeds seed, seed+1, ...)")
-    p.add_argument("--num-steps", type=int, default=None, help="generator steps (default: the generator's)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per batch")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the first image of each prompt")
+    p.add_argument("--num-images", type=positive_int, default=1, help="images per prompt (seeds seed, seed+1, ...)")
+    p.add_argument("--num-steps", type=positive_int, default=None, help="generator steps (default: the generator's)")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per batch")
     add_passes_arg(p)
     p.add_argument("--compare", action="store_true", help="also write base images from the same noise and a side-by-side grid")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (generate draws none today; accepted as on every command that runs a model)")
     add_output_args(p)
 
 
@@ -36,7 +38,7 @@ def run(args) -> int:
     from hypernoise.adapter import load_adapter
     from hypernoise.cli.common import configure_threads, hypernet_passes, model_config
     from hypernoise.errors import ConfigError
-    from hypernoise.io import find_prompts, prepare_output
+    from hypernoise.io import find_prompts, output_folder
     from hypernoise.methods.generate import compare_grid, generate_images, save_png
 
     configure_threads(args)
@@ -53,20 +55,21 @@ def run(args) -> int:
     generator = model_config(args).build()
     hypernet = load_adapter(generator, args.adapter) if args.adapter else None
     generator.check_prompts(prompts)
-    out = prepare_output(args.out, overwrite=args.overwrite)
-    seeds = list(range(args.seed, args.seed + args.num_images))
-    meta = {"generator": generator.name, "num_steps": args.num_steps or generator.default_steps,
-            "adapter": args.adapter, **({"passes": passes or hypernet.passes} if hypernet is not None else {})}
-    images = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size, passes=passes)
-    names = [f"{i:03d}-{_slug(p)}-seed{s}.png" for i, p in enumerate(prompts) for s in seeds]
-    pairs = [(p, s) for p in prompts for s in seeds]
-    sub = "hypernoise" if hypernet is not None else ""
-    for image, name, (prompt, seed) in zip(images, names, pairs):
-        save_png(image, out / sub / name, prompt, seed, {**meta, "method": "hypernoise" if hypernet else "base"})
-    if args.compare:
-        base = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size, base=True)
-        for image, name, (prompt, seed) in zip(base, names, pairs):
-            save_png(image, out / "base" / name, prompt, seed, {**meta, "method": "base"})
-        compare_grid(base, images, [p for p, _ in pairs]).save(out / "compare.png")
-    print(f"wrote {len(images)} images to {out}" + (f" and {out}/compare.png" if args.compare else ""))
-    return 0
+    inputs = {"prompts": args.prompts, "adapter": args.adapter, "pretrained": args.pretrained}
+    with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise generate") as out:
+        seeds = list(range(args.seed, args.seed + args.num_images))
+        meta = {"generator": generator.name, "num_steps": args.num_steps or generator.default_steps,
+                "adapter": args.adapter, **({"passes": passes or hypernet.passes} if hypernet is not None else {})}
+        images = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size, passes=passes)
+        names = [f"{i:03d}-{_slug(p)}-seed{s}.png" for i, p in enumerate(prompts) for s in seeds]
+        pairs = [(p, s) for p in prompts for s in seeds]
+        sub = "hypernoise" if hypernet is not None else ""
+        for image, name, (prompt, seed) in zip(images, names, pairs):
+            save_png(image, out / sub / name, prompt, seed, {**meta, "method": "hypernoise" if hypernet else "base"})
+        if args.compare:
+            base = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size, base=True)
+            for image, name, (prompt, seed) in zip(base, names, pairs):
+                save_png(image, out / "base" / name, prompt, seed, {**meta, "method": "base"})
+            compare_grid(base, images, [p for p, _ in pairs]).save(out / "compare.png")
+        print(f"wrote {len(images)} images to {out}" + (f" and {out}/compare.png" if args.compare else ""))
+        return 0

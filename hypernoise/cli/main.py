@@ -53,10 +53,21 @@ def as_flags(message: str, parser: argparse.ArgumentParser) -> str:
     return _FIELD.sub(flag, message)
 
 
+#: argparse's "argument --lr: must be ..." (a value refused by a type of cli.common)
+_TYPE_ERROR = re.compile(r"^argument (\S+): (must .*)$", re.S)
+
+#: commands that may start a distributed training run: their launch environment is checked first
+TRAINING_COMMANDS = ("train", "bench", "toy2d")
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (usage stays in --help)."""
+    """argparse whose errors are one line (usage stays in --help); a value refused by one of
+    cli.common's types reads "--lr must be a finite number, got nan", as the library's errors do."""
 
     def error(self, message: str):
+        match = _TYPE_ERROR.match(message)
+        if match:
+            message = f"{max(match.group(1).split('/'), key=len)} {match.group(2)}"
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
@@ -82,6 +93,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command in TRAINING_COMMANDS:  # a garbage or half-set WORLD_SIZE/RANK: one line, before any model
+            from hypernoise.devices import check_launch_env
+
+            check_launch_env()
         return int(args._run(args) or 0)
     except HypernoiseError as e:
         print(f"hypernoise {args.command}: error: {as_flags(str(e), args._parser)}", file=sys.stderr)

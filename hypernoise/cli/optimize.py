@@ -6,7 +6,8 @@ import json
 
 
 def add_arguments(p) -> None:
-    from hypernoise.cli.common import add_model_args, add_output_args, add_reward_weights_arg
+    from hypernoise.cli.common import (add_model_args, add_output_args, add_reward_weights_arg, non_negative_float,
+                                       positive_float, positive_int, seed_arg)
     from hypernoise.methods.reno import RenoConfig
 
     d = RenoConfig()
@@ -15,14 +16,16 @@ def add_arguments(p) -> None:
     add_reward_weights_arg(p)
     p.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
-    p.add_argument("--iters", type=int, default=d.iters, help=f"iterations (default {d.iters})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
-    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="per-sample gradient clipping")
-    p.add_argument("--norm-reg", type=float, default=d.norm_reg, help="weight of the chi-norm regulariser")
-    p.add_argument("--num-steps", type=int, default=None,
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the initial noise")
+    p.add_argument("--iters", type=positive_int, default=d.iters, help=f"iterations (default {d.iters})")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
+    p.add_argument("--max-grad-norm", type=positive_float, default=d.max_grad_norm,
+                   help=f"per-sample gradient clipping, > 0 (default {d.max_grad_norm})")
+    p.add_argument("--norm-reg", type=non_negative_float, default=d.norm_reg,
+                   help=f"weight of the chi-norm regulariser, >= 0 (default {d.norm_reg})")
+    p.add_argument("--num-steps", type=positive_int, default=None,
                    help="generator steps of the returned image (default: the generator's)")
-    p.add_argument("--optimize-steps", type=int, default=None, metavar="K",
+    p.add_argument("--optimize-steps", type=positive_int, default=None, metavar="K",
                    help="generator steps the noise is optimised through; the best noise is then rendered at "
                         "--num-steps (default: 1 for flux-schnell, the authors' FLUX setting, else --num-steps)")
     p.add_argument("--save-iterates", action="store_true", help="also save the image of every iteration")
@@ -41,7 +44,7 @@ def _steps(res) -> dict:
 def run(args) -> int:
     from hypernoise.cli.common import configure_threads, model_config, reward_weights
     from hypernoise.errors import ConfigError
-    from hypernoise.io import find_prompts, prepare_output
+    from hypernoise.io import find_prompts, output_folder
     from hypernoise.methods.generate import save_png, seeded_noise
     from hypernoise.methods.reno import RenoConfig, reno
     from hypernoise.rewards import build_reward, parse_spec
@@ -58,21 +61,23 @@ def run(args) -> int:
     generator.check_prompts(prompts)
     reward = build_reward(args.reward or generator.default_reward, device=str(generator.device),
                           per_reward=reward_weights(args))
-    out = prepare_output(args.out, overwrite=args.overwrite)
-    with open(out / "results.jsonl", "w") as log:
-        for i, prompt in enumerate(prompts):
-            noise = seeded_noise(generator, args.seed)[0]
-            res = reno(generator, reward, noise, [prompt], cfg, progress=not args.no_progress, seeds=[args.seed])
-            history = res.extras["reward_history"][0].tolist()
-            row = {"index": i, "prompt": prompt, "seed": args.seed, "best_reward": float(res.reward[0]),
-                   "initial_reward": history[0], "reward_history": history, **_steps(res)}
-            save_png(res.samples[0], out / f"{i:03d}-best.png", prompt, args.seed,
-                     {"method": "reno", "reward": row["best_reward"], "reward_spec": reward.spec(), **_steps(res)})
-            for it, image in enumerate(res.extras.get("iterates", [[]])[0]):
-                save_png(image, out / "iterates" / f"{i:03d}" / f"{it:03d}.png", prompt, args.seed, {"iteration": it})
-            log.write(json.dumps({**row, "cost": res.cost.to_dict()}) + "\n")
-            rendered = (f" ({row['render_steps']}-step render: {row['rendered_reward']:.4g})"
-                        if "rendered_reward" in row else "")
-            print(f"[{i + 1}/{len(prompts)}] {prompt!r}: reward {history[0]:.4g} -> {row['best_reward']:.4g}{rendered}")
-    print(f"wrote {out}/results.jsonl and the best image per prompt")
-    return 0
+    inputs = {"prompts": args.prompts, "pretrained": args.pretrained,
+              "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
+    with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise optimize") as out:
+        with open(out / "results.jsonl", "w") as log:
+            for i, prompt in enumerate(prompts):
+                noise = seeded_noise(generator, args.seed)[0]
+                res = reno(generator, reward, noise, [prompt], cfg, progress=not args.no_progress, seeds=[args.seed])
+                history = res.extras["reward_history"][0].tolist()
+                row = {"index": i, "prompt": prompt, "seed": args.seed, "best_reward": float(res.reward[0]),
+                       "initial_reward": history[0], "reward_history": history, **_steps(res)}
+                save_png(res.samples[0], out / f"{i:03d}-best.png", prompt, args.seed,
+                         {"method": "reno", "reward": row["best_reward"], "reward_spec": reward.spec(), **_steps(res)})
+                for it, image in enumerate(res.extras.get("iterates", [[]])[0]):
+                    save_png(image, out / "iterates" / f"{i:03d}" / f"{it:03d}.png", prompt, args.seed, {"iteration": it})
+                log.write(json.dumps({**row, "cost": res.cost.to_dict()}) + "\n")
+                rendered = (f" ({row['render_steps']}-step render: {row['rendered_reward']:.4g})"
+                            if "rendered_reward" in row else "")
+                print(f"[{i + 1}/{len(prompts)}] {prompt!r}: reward {history[0]:.4g} -> {row['best_reward']:.4g}{rendered}")
+        print(f"wrote {out}/results.jsonl and the best image per prompt")
+        return 0

@@ -9,9 +9,11 @@ EVAL_SEEDS = 8
 
 def add_arguments(p) -> None:
     from hypernoise.cli.common import (add_model_args, add_output_args, add_passes_arg, add_reward_weights_arg,
-                                       add_train_args)
+                                       add_train_args, float_arg, int_arg, non_negative_float, non_negative_int,
+                                       positive_float, positive_int)
     from hypernoise.methods import TRAINING
 
+    temperature = float_arg(what="positive")  # a temperature: finite and > 0
     add_model_args(p)
     p.add_argument("--reward", default=None, help="reward spec name:weight[,...] or preset (default: the generator's)")
     add_reward_weights_arg(p)
@@ -22,16 +24,16 @@ def add_arguments(p) -> None:
                         "flux-schnell: the authors' runs, docs/training.md); flags given override it")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (default: the generator's training prompts)")
     p.add_argument("--objective", choices=["l2", "reference", "exact"], default=None, help="noise-space objective (default l2, the paper's)")
-    p.add_argument("--alpha", type=float, default=None, help="temperature alpha of the l2/exact objective (default 1)")
-    p.add_argument("--alpha-start", type=float, default=None,
+    p.add_argument("--alpha", type=temperature, default=None, help="temperature alpha of the l2/exact objective (default 1)")
+    p.add_argument("--alpha-start", type=temperature, default=None,
                    help="alpha before --alpha-ramp (a low temperature first lets the reward find a direction)")
-    p.add_argument("--alpha-ramp", type=int, nargs=2, default=None, metavar=("BEGIN", "END"),
+    p.add_argument("--alpha-ramp", type=non_negative_int, nargs=2, default=None, metavar=("BEGIN", "END"),
                    help="optimizer steps over which alpha moves geometrically from --alpha-start to --alpha")
-    p.add_argument("--reg-weight", type=float, default=None, help="reg_weight of the reference objective (default 0.5)")
-    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16, or the generator's)")
-    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 x rank)")
+    p.add_argument("--reg-weight", type=non_negative_float, default=None, help="reg_weight of the reference objective (default 0.5)")
+    p.add_argument("--rank", type=positive_int, default=None, help="LoRA rank (default 16, or the generator's)")
+    p.add_argument("--lora-alpha", type=positive_float, default=None, help="LoRA alpha (default 2 x rank)")
     add_passes_arg(p, training=True)
-    p.add_argument("--eval-seeds", type=int, default=EVAL_SEEDS, metavar="N",
+    p.add_argument("--eval-seeds", type=int_arg(1, what="at least 1"), default=EVAL_SEEDS, metavar="N",
                    help=f"noise seeds 0..N-1 per test prompt in the closing before/after evaluation, where the "
                         f"generator's world has a judge (default {EVAL_SEEDS})")
     add_train_args(p)
@@ -53,7 +55,7 @@ def run(args) -> int:
     from hypernoise.cli.common import configure_threads, model_config
     from hypernoise.presets import preset_model
     from hypernoise.errors import ConfigError
-    from hypernoise.io import find_prompts, prepare_output
+    from hypernoise.io import find_prompts, output_folder
     from hypernoise.methods import train
     from hypernoise.rewards import parse_spec
 
@@ -73,21 +75,25 @@ def run(args) -> int:
     if not prompts:
         raise ConfigError(f"generator {generator.name!r} has no built-in prompts; pass --prompts FILE")
     generator.check_prompts(prompts)
-    out = prepare_output(args.out or f"runs/{generator.name}-{args.method}", overwrite=args.overwrite, resume=bool(args.resume))
-    task, result = train(cfg, prompts, out, resume=args.resume, method=args.method, generator=generator)
-    if not result.is_main:
-        return 1 if result.interrupted else 0
-    if result.interrupted:
-        print(f"interrupted at step {result.step}: checkpoint written; continue with --resume latest --out {out}")
-        return 1
-    _report_trials(out)
-    m = result.last_metrics
-    print(f"trained {result.step} steps ({result.skipped_steps} skipped) in {result.seconds:.1f} s; "
-          f"reward {m.get('reward', float('nan')):.4g}, kl {m.get('kl', float('nan')):.4g}")
-    if args.method == "hypernoise":
-        _report(task, args, out)
-    print(f"adapter: {out}/adapter   metrics: {out}/metrics.jsonl")
-    return 0
+    inputs = {"prompts": args.prompts, "pretrained": model.pretrained,
+              "resume": args.resume if args.resume != "latest" else None,
+              "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
+    with output_folder(args.out or f"runs/{generator.name}-{args.method}", overwrite=args.overwrite,
+                       resume=bool(args.resume), inputs=inputs, command="hypernoise train") as out:
+        task, result = train(cfg, prompts, out, resume=args.resume, method=args.method, generator=generator)
+        if not result.is_main:
+            return 1 if result.interrupted else 0
+        if result.interrupted:
+            print(f"interrupted at step {result.step}: checkpoint written; continue with --resume latest --out {out}")
+            return 1
+        _report_trials(out)
+        m = result.last_metrics
+        print(f"trained {result.step} steps ({result.skipped_steps} skipped) in {result.seconds:.1f} s; "
+              f"reward {m.get('reward', float('nan')):.4g}, kl {m.get('kl', float('nan')):.4g}")
+        if args.method == "hypernoise":
+            _report(task, args, out)
+        print(f"adapter: {out}/adapter   metrics: {out}/metrics.jsonl")
+        return 0
 
 
 def _report_trials(out) -> None:

@@ -18,6 +18,7 @@ TARGETS = {
 
 
 def add_arguments(p) -> None:
+    from hypernoise.cli.common import seed_arg
     from hypernoise.cli.main import OneLineParser
 
     sub = p.add_subparsers(dest="world_command", metavar="TARGET", parser_class=OneLineParser, required=True)
@@ -25,7 +26,8 @@ def add_arguments(p) -> None:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("--out", required=True, help="folder for <name>.safetensors + <name>.json")
         cmd.add_argument("--overwrite", action="store_true", help="replace the contents of an existing --out folder")
-        cmd.add_argument("--seed", type=int, default=0, help="seed of data and initialisation")
+        cmd.add_argument("--seed", type=seed_arg, default=0, help="seed of data and initialisation")
+        cmd.set_defaults(_parser=cmd)  # errors name this target's flags
 
 
 def run(args) -> int:
@@ -33,14 +35,14 @@ def run(args) -> int:
 
     import torch
 
-    from hypernoise.io import prepare_output
+    from hypernoise.io import output_folder
     from hypernoise.world import train
 
     fn_name, recipe_name, _ = TARGETS[args.world_command]
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     recipe = dataclasses.replace(getattr(train, recipe_name)(), seed=args.seed)
-    out = prepare_output(args.out, overwrite=args.overwrite)
-    path = getattr(train, fn_name)(out, recipe, log=lambda line: print(line, flush=True))
-    print(f"wrote {path}")
-    return 0
+    with output_folder(args.out, overwrite=args.overwrite, command=f"hypernoise world {args.world_command}") as out:
+        path = getattr(train, fn_name)(out, recipe, log=lambda line: print(line, flush=True))
+        print(f"wrote {path}")
+        return 0

@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from hypernoise.devices import resolve_device
 from hypernoise.generators.base import Conditioning, Generator
 from hypernoise.generators.registry import GENERATORS
 # The diffusers families register here; each imports diffusers only when a generator is built.
@@ -23,6 +24,9 @@ __all__ = ["Conditioning", "Generator", "GENERATORS", "build_generator", "detect
 
 def build_generator(name: str, pretrained: Optional[str] = None, device: Optional[str] = None,
                     dtype: Optional[torch.dtype] = None, **kwargs) -> Generator:
-    """Build a frozen generator by registry name; it comes back frozen and in eval mode."""
+    """Build a frozen generator by registry name; it comes back frozen and in eval mode. A device
+    this machine lacks is a ``ConfigError`` before anything loads."""
+    if device is not None:
+        device = resolve_device(device)
     gen = GENERATORS.build(name, pretrained=pretrained, device=device, dtype=dtype, **kwargs)
     return gen.freeze()

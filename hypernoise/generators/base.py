@@ -18,13 +18,28 @@ The generator's own weights are frozen (``requires_grad=False``) and it is alway
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Dict, Optional, Protocol, Sequence, Union
+from typing import Callable, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import nn
 
-Conditioning = Dict[str, torch.Tensor]
+from hypernoise.errors import ConfigError
+from hypernoise.generators.cache import DEFAULT_CACHE_MB, Conditioning, ConditioningCache
+
 RngLike = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+
+def check_fixed_size(name: str, side: Optional[int], height=None, width=None) -> None:
+    """For a generator of one output size (``side`` x ``side`` images; None: points, no image):
+    refuse a `height`/`width` it cannot take instead of ignoring it."""
+    for field_name, value in (("height", height), ("width", width)):
+        if value is None or value == side:
+            continue
+        if side is None:
+            raise ConfigError(f"generator {name} makes points, not images: it has no `{field_name}`; drop it "
+                              f"(got {value})", field=field_name)
+        raise ConfigError(f"generator {name} makes {side}x{side} images only, so `{field_name}` {value} cannot be "
+                          f"taken; drop `{field_name}` (or pass {side})", field=field_name)
 
 
 class Judge(Protocol):
@@ -56,24 +71,20 @@ class Generator(nn.Module, ABC):
 
     def __init__(self):
         super().__init__()
-        self._prompt_cache: dict[str, Conditioning] = {}
+        self.prompt_cache = ConditioningCache()
 
     # ----------------------------------------------------------------- conditioning
     def encode(self, prompts: Sequence[str]) -> Conditioning:
-        """Encode prompts into batch-first conditioning tensors, caching each prompt.
+        """Encode prompts into batch-first conditioning tensors, through the bounded prompt cache
+        (``prompt_cache``, ``set_prompt_cache``): each distinct prompt is encoded once while it
+        stays in the cache."""
+        return self.prompt_cache.get(prompts, self.encode_uncached, device=self.device)
 
-        Prompt encodings do not depend on trainable weights, so the cache is always valid.
-        """
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
-        if missing:
-            with torch.no_grad():
-                fresh = self.encode_uncached(list(missing))
-            for i, p in enumerate(missing):
-                self._prompt_cache[p] = {k: v[i : i + 1] for k, v in fresh.items()}
-        parts = [self._prompt_cache[p] for p in prompts]
-        if not parts or not parts[0]:
-            return {}
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    def set_prompt_cache(self, limit_mb: Optional[float] = DEFAULT_CACHE_MB, store_on: Optional[str] = None) -> "Generator":
+        """Bound the prompt cache to ``limit_mb`` MB (0: no cache, None: unbounded), its entries
+        kept on ``store_on`` (e.g. "cpu") instead of the generator's device."""
+        self.prompt_cache = ConditioningCache(limit_mb, store_on)
+        return self
 
     def check_prompts(self, prompts: Sequence[str]) -> None:
         """Raise ``ConfigError`` for a prompt this model cannot take (cheap, nothing is encoded);

@@ -18,6 +18,7 @@ for the MLP variant it does nothing.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator, Optional
 
 import torch
@@ -27,11 +28,22 @@ from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Conditioning
 
 
+#: the most passes K: each pass is one more forward of f_phi (for LoRA, of the whole backbone), so
+#: K = 64 already costs 64 backbone forwards per image on top of g (the paper uses K = 1); a larger
+#: K would look like a hang rather than a setting
+MAX_PASSES = 64
+
+
 def check_passes(passes, field: str = "passes") -> int:
-    """``passes`` as an int K >= 1 (K = 1 is the paper's HyperNoise); ``ConfigError`` otherwise."""
-    if isinstance(passes, bool) or not isinstance(passes, (int, float)) or int(passes) != passes or passes < 1:
+    """``passes`` as an int K in [1, ``MAX_PASSES``] (K = 1 is the paper's HyperNoise);
+    ``ConfigError`` otherwise."""
+    if (isinstance(passes, bool) or not isinstance(passes, (int, float)) or not math.isfinite(passes)
+            or int(passes) != passes or passes < 1):
         raise ConfigError(f"`{field}` must be a positive integer (times the hypernetwork's map is applied), "
                           f"got {passes}", field=field)
+    if passes > MAX_PASSES:
+        raise ConfigError(f"`{field}` must be at most {MAX_PASSES} (each pass is one more forward of the "
+                          f"hypernetwork), got {passes}", field=field)
     return int(passes)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Generator
 from hypernoise.methods.base import Cost, MethodOutput, RunConfig, measure, register_method
+from hypernoise.training.config import check_int
 
 #: best-of-N candidates of a (prompt, seed) come from seed + this, a stream of their own
 CANDIDATE_STREAM = 7_000_000_000
@@ -34,8 +35,8 @@ def best_of_n(generator: Generator, reward: nn.Module, noise: torch.Tensor, prom
     so far per prompt (memory does not grow with N). ``extras["index"]`` says which candidate
     won (0 = the given noise) and ``extras["scores"]`` holds every candidate's reward [B, N].
     """
-    if int(n) < 1:
-        raise ConfigError(f"best-of-N needs N >= 1, got {n}")
+    n = check_int(n, "n")  # N of best-of-N: the given noise and N - 1 more
+    chunk = check_int(chunk, "chunk")
     b = len(prompts)
     extra = _extra_candidates(generator, b, n - 1, seed).to(noise.dtype)
     candidates = torch.cat([noise.unsqueeze(1), extra], 1)  # [B, N, *latent_shape]
@@ -74,5 +75,5 @@ def _extra_candidates(generator: Generator, b: int, k: int, seed: Union[int, Seq
     if isinstance(seed, int):
         return generator.sample_noise(b * k, seed=seed).view(b, k, *generator.latent_shape)
     if len(seed) != b:
-        raise ValueError(f"best-of-N got {len(seed)} seeds for {b} prompts")
+        raise ConfigError(f"best-of-N's `seed` needs one seed per prompt: {len(seed)} for {b}", field="seed")
     return torch.stack([generator.sample_noise(k, seed=int(s)) for s in seed])

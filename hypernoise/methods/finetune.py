@@ -10,15 +10,14 @@ The LoRA layers are ``hypernoise.lora.BackboneLoRA``, the hypernetwork's own.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from hypernoise.adapter import WEIGHTS_FILE, check_compatible, read_metadata
-from hypernoise.errors import AdapterError, ConfigError
+from hypernoise.adapter import WEIGHTS_FILE, check_compatible, read_metadata, resolve_adapter_folder
+from hypernoise.errors import AdapterError, ConfigError, plain
 from hypernoise.generators.base import Generator
 from hypernoise.lora import BackboneLoRA, LoraSettings, adapter_state_checkpoint
 from hypernoise.methods.base import MethodOutput, RunConfig, register_method, run_base
@@ -125,14 +124,17 @@ def train_finetune(cfg: HyperNoiseConfig, prompts: Sequence[str], out_dir, resum
 
 def load_finetune_adapter(generator: Generator, folder) -> GeneratorLoRA:
     """Inject a saved fine-tuning LoRA into ``generator`` (always on from then on)."""
-    folder = Path(folder)
+    folder = resolve_adapter_folder(folder)  # a run folder or a file inside adapter/: names the folder to pass
     meta = read_metadata(folder) if folder.is_dir() else None
     if meta is None or (meta.get("hypernetwork") or {}).get("type") != GeneratorLoRA.kind:
         raise AdapterError(f"{folder} is not a fine-tuning adapter (written by `hypernoise train --method finetune`)")
     check_compatible(meta, generator, folder)
     cfg = meta["hypernetwork"]
-    lora = GeneratorLoRA(generator, LoraSettings(rank=int(cfg["rank"]), alpha=float(cfg["alpha"]),
-                                                 target_modules=cfg.get("target_modules")))
+    try:
+        settings = LoraSettings(rank=int(cfg["rank"]), alpha=float(cfg["alpha"]), target_modules=cfg.get("target_modules"))
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise AdapterError(f"fine-tuning adapter {folder} has an unusable config ({plain(str(e))})") from None
+    lora = GeneratorLoRA(generator, settings)
     try:
         lora.load_trainable_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     except Exception as e:

@@ -20,7 +20,7 @@ from torch import nn
 from hypernoise.adapter import load_adapter
 from hypernoise.devices import parse_dtype
 from hypernoise.generators import Generator, build_generator
-from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, NoiseHypernetwork
+from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, NoiseHypernetwork, check_passes
 from hypernoise.lipschitz import spectral_norm, theorem1_bound
 from hypernoise.lora import adapter_state_checkpoint
 from hypernoise.methods.base import Cost, MethodOutput, RunConfig, measure, register_method, sample
@@ -28,6 +28,7 @@ from hypernoise.methods.train import TRAINING, train
 from hypernoise.objective import NoiseObjective, ObjectiveConfig
 from hypernoise.rewards import build_reward
 from hypernoise.training import TrainConfig, TrainResult, TrainTask
+from hypernoise.training.config import check_int, check_number
 
 
 @dataclass
@@ -40,13 +41,24 @@ class ModelConfig:
     dtype: Optional[str] = field(default=None, metadata={"help": "float32, bfloat16 or float16 (default per device)"})
     height: Optional[int] = field(default=None, metadata={"help": "image height (default: the model's)"})
     width: Optional[int] = field(default=None, metadata={"help": "image width (default: the model's)"})
+    prompt_cache_mb: Optional[float] = field(default=None, metadata={
+        "help": "bound of the prompt-conditioning cache in MB, least recently used dropped (default 1024; 0: none)"})
+
+    def __post_init__(self):
+        for name in ("height", "width"):
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name, 1, 8192)
+        if self.prompt_cache_mb is not None:
+            check_number(self.prompt_cache_mb, "prompt_cache_mb", 0.0, strict=False)
 
     def torch_dtype(self) -> Optional[torch.dtype]:
         return parse_dtype(self.dtype, field="model.dtype")
 
     def build(self) -> Generator:
         size = {k: v for k, v in (("height", self.height), ("width", self.width)) if v is not None}
-        return build_generator(self.generator, pretrained=self.pretrained, device=self.device, dtype=self.torch_dtype(), **size)
+        generator = build_generator(self.generator, pretrained=self.pretrained, device=self.device,
+                                    dtype=self.torch_dtype(), **size)
+        return generator if self.prompt_cache_mb is None else generator.set_prompt_cache(self.prompt_cache_mb)
 
 
 @dataclass
@@ -66,6 +78,10 @@ class HyperNoiseConfig:
         "help": "K, times the map x <- x + f_phi(x, c) is applied in training and by default at inference (1: the paper)"})
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        check_passes(self.passes)
+        check_int(self.mlp_hidden, "mlp_hidden")
 
 
 def build_hypernetwork(generator: Generator, cfg: HyperNoiseConfig) -> NoiseHypernetwork:

@@ -28,6 +28,7 @@ from torch import nn
 from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Conditioning, Generator
 from hypernoise.methods.base import Cost, MethodOutput, RunConfig, measure, register_method, seeded_noise
+from hypernoise.training.config import check_int, check_number
 
 #: ReNO's default optimisation steps K per generator name; any other generator optimises through
 #: its rendering steps. FLUX-Schnell: the authors' FLUX ReNO optimises through 1 step and renders
@@ -57,10 +58,14 @@ class RenoConfig:
     keep_iterates: bool = field(default=False, metadata={"help": "return the image of every iteration"})
 
     def __post_init__(self):
-        if int(self.iters) < 1:
-            raise ConfigError(f"`iters` must be a positive integer, got {self.iters}", field="iters")
-        if not self.lr > 0:
-            raise ConfigError(f"ReNO's `lr` must be positive, got {self.lr}", field="lr")
+        check_int(self.iters, "iters")
+        check_number(self.lr, "lr")
+        check_number(self.momentum, "momentum", strict=False, high=1.0, high_strict=True)
+        # 0 would zero every step; a negative norm flips the gradient and runs ReNO backwards
+        check_number(self.max_grad_norm, "max_grad_norm")
+        check_number(self.norm_reg, "norm_reg", strict=False)
+        if self.num_steps is not None:
+            check_int(self.num_steps, "num_steps")
         if self.optimize_steps is not None:
             _check_positive_int(self.optimize_steps, "optimize_steps")
 

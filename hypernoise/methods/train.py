@@ -22,6 +22,14 @@ TaskBuilder = Callable[..., TrainTask]
 TRAINING: Registry = Registry("training method")
 
 
+def run_identity(task: TrainTask, cfg) -> dict:
+    """What defines a run besides its TrainConfig, as checked on resume: the generator and its
+    weights and size, the adapter's shape, the method, reward spec and weights, objective."""
+    settings = {k: v for k, v in task.run_settings(cfg).items() if k != "train"}
+    return {"method": settings.pop("method", None), **task.generator.describe(), "adapter": task.adapter.config(),
+            **settings, "reward_weights": dict(cfg.reward_weights)}
+
+
 def train(cfg, prompts: Sequence[str], out_dir, resume: Optional[str] = None, *, method: str = "hypernoise",
           generator: Optional[Generator] = None, task: Optional[TrainTask] = None) -> tuple[TrainTask, TrainResult]:
     """Train ``method`` with ``cfg`` (a ``HyperNoiseConfig``) on ``prompts``; the main process
@@ -29,7 +37,7 @@ def train(cfg, prompts: Sequence[str], out_dir, resume: Optional[str] = None, *,
     ``cfg.model.build()``) and ``task`` (default: the method's) may be given ready-made."""
     if task is None:
         task = TRAINING.build(method, cfg=cfg, generator=generator or cfg.model.build())
-    trainer = Trainer(task, cfg.train, out_dir)
+    trainer = Trainer(task, cfg.train, out_dir, identity=run_identity(task, cfg))
     result = trainer.fit(list(prompts), resume=resume)
     if trainer.is_main and not result.interrupted:
         save_adapter(Path(out_dir) / "adapter", task.adapter, task.generator, task.run_settings(cfg))

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from hypernoise.generators.base import Conditioning, Generator, RngLike
+from hypernoise.generators.base import Conditioning, Generator, RngLike, check_fixed_size
 from hypernoise.generators.registry import GENERATORS
 
 AMPLITUDE = 0.8
@@ -52,5 +52,7 @@ class Toy2DGenerator(Generator):
 
 
 @GENERATORS.register("toy2d", help="analytic 2-D map g(x) = x + 0.8 sin(1.5 x_swapped); no weights")
-def build_toy2d(device: Optional[str] = None, dtype: Optional[torch.dtype] = None, **_) -> Toy2DGenerator:
+def build_toy2d(device: Optional[str] = None, dtype: Optional[torch.dtype] = None, height: Optional[int] = None,
+                width: Optional[int] = None, **_) -> Toy2DGenerator:
+    check_fixed_size("toy2d", None, height, width)  # points, not images: a size is refused, not ignored
     return Toy2DGenerator(device=device, dtype=dtype or torch.float32)

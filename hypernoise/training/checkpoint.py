@@ -93,14 +93,52 @@ def save_checkpoint(root: Path, step: int, trainable: dict, optimizer_state: dic
     return final
 
 
+def json_kind(value) -> str:
+    """What a parsed JSON value is, in JSON's words ("an array", "a string", "null"), for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    kinds = ((dict, "an object"), (list, "an array"), (str, "a string"), ((int, float), "a number"))
+    return next((name for t, name in kinds if isinstance(value, t)), type(value).__name__)
+
+
+def _check_state(state, path: Path) -> dict:
+    """``state.json``'s content, checked to be what ``save_checkpoint`` writes: an object with an
+    integer ``step`` >= 0, integer counters, and ``config`` / ``run`` objects where present.
+    Anything else (a list, a string step, a hand edit gone wrong) is a ``CheckpointError``."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path} is corrupt ({path / STATE_FILE} {what}); delete it to resume "
+                               f"from the one before")
+
+    if not isinstance(state, dict):
+        raise bad(f"holds {json_kind(state)}, not an object")
+    for key in ("step", "skipped_steps", "nonfinite_streak", "num_processes"):
+        value = state.get(key, 0)
+        if key == "step" and key not in state:
+            raise bad("has no step")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad(f"has {key} {value!r}, not an integer >= 0")
+    for key in ("config", "run"):
+        if key in state and not isinstance(state[key], dict):
+            raise bad(f"has a {key} that is {json_kind(state[key])}, not an object")
+    return state
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """Read a checkpoint folder; a missing or corrupt file is a ``CheckpointError``."""
+    """Read a checkpoint folder; a missing or corrupt file (``state.json`` of any other shape than
+    ``save_checkpoint`` writes included) is a ``CheckpointError``."""
     path = Path(path)
     if not (path / STATE_FILE).is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint (no {STATE_FILE}); pass another folder or set `resume` to latest")
     try:
         with open(path / STATE_FILE) as f:
             state = json.load(f)
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        raise CheckpointError(f"checkpoint {path} is corrupt ({STATE_FILE}: {type(e).__name__}: {str(e)[:120]}); "
+                              f"delete it to resume from the one before") from None
+    state = _check_state(state, path)
+    try:
         return {
             "state": state,
             "trainable": load_file(str(path / "trainable.safetensors")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -18,11 +19,85 @@ RUN_DEFINING = ("batch_size", "gradient_accumulation_steps", "lr", "optimizer", 
                 "seed", "num_steps")
 
 
+#: the largest seed anywhere (training, --seed, --seeds): the offsets some noise streams add to a
+#: seed (best-of-N candidates, repeated prompts, initialisation trials) stay far inside torch's
+#: 64-bit seed range, and every integer from 0 to it is a valid seed for torch and numpy alike
+MAX_SEED = 2**32 - 1
+
+
+def _is_int(value) -> bool:
+    """An int, or an integral finite float (5.0); never a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) or (math.isfinite(value) and int(value) == value)
+
+
+def check_int(value, name: str, low: int = 1, high: Optional[int] = None, why: str = "",
+              what: Optional[str] = None) -> int:
+    """``value`` as an int in [low, high]; ``ConfigError`` naming `name` (its ``field``) otherwise.
+
+    ``why`` (appended to the message of a value above ``high``) says what the bound protects;
+    ``what`` words the lower bound ("at least 1")."""
+    if not _is_int(value) or value < low:
+        what = what or ("a positive integer" if low == 1 else "an integer >= 0" if low == 0 else f"an integer >= {low}")
+        raise ConfigError(f"`{name}` must be {what}, got {value!r}", field=name)
+    if high is not None and value > high:
+        raise ConfigError(f"`{name}` must be at most {high}{f' ({why})' if why else ''}, got {value}", field=name)
+    return int(value)
+
+
+def number_range(low: float = 0.0, strict: bool = True, high: Optional[float] = None, high_strict: bool = False) -> str:
+    """How a range reads in a message: "a positive number", "a number >= 0", "a number in [0, 1)"."""
+    if high is not None:
+        return f"a number in {'(' if strict else '['}{low:g}, {high:g}{')' if high_strict else ']'}"
+    if low == 0:
+        return "a positive number" if strict else "a number >= 0"
+    return f"a number {'>' if strict else '>='} {low:g}"
+
+
+def check_number(value, name: str, low: float = 0.0, strict: bool = True, high: Optional[float] = None,
+                 high_strict: bool = False, what: Optional[str] = None) -> float:
+    """``value`` as a finite float above ``low`` (``strict``) or at least ``low``, and at most
+    ``high`` (below it with ``high_strict``); NaN and the infinities are refused. ``ConfigError``
+    naming `name` (its ``field``) otherwise; ``what`` words the range ("positive")."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"`{name}` must be a number, got {value!r}", field=name)
+    if not math.isfinite(value):
+        raise ConfigError(f"`{name}` must be a finite number, got {value!r}", field=name)
+    if not ((value > low if strict else value >= low) and (high is None or (value < high if high_strict else value <= high))):
+        raise ConfigError(f"`{name}` must be {what or number_range(low, strict, high, high_strict)}, got {value!r}",
+                          field=name)
+    return float(value)
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """A seed: an integer in [0, ``MAX_SEED``]."""
+    if not _is_int(value) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"`{name}` must be an integer from 0 to {MAX_SEED}, got {value!r}", field=name)
+    return int(value)
+
+
+def check_seeds(seeds, name: str = "seeds") -> tuple:
+    """Seeds per prompt: at least one, each a seed (``check_seed``), none twice (a repeated seed
+    is a copy of an image, which would count twice in every mean)."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ConfigError(f"`{name}` must be a sequence of integers, e.g. (0, 1, 2, 3), got {seeds!r}", field=name)
+    seeds = tuple(seeds)
+    if not seeds:
+        raise ConfigError(f"`{name}` must hold at least one seed, e.g. (0, 1, 2, 3)", field=name)
+    out = tuple(check_seed(s, name) for s in seeds)
+    twice = sorted({s for s in out if out.count(s) > 1})
+    if twice:
+        raise ConfigError(f"`{name}` must list each seed once; {', '.join(map(str, twice))} given more than once "
+                          f"(a repeated seed repeats its images, which then count twice in every mean)", field=name)
+    return out
+
+
 def _positive(name: str, value, kind=int):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"`{name}` must be a positive {'integer' if kind is int else 'number'}, got {value}", field=name)
-    if kind is int and int(value) != value:
-        raise ConfigError(f"`{name}` must be a positive integer, got {value}", field=name)
+    if kind is int:
+        check_int(value, name)
+    else:
+        check_number(value, name)
 
 
 @dataclass
@@ -63,14 +138,19 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "gradient_accumulation_steps", "log_every", "max_nonfinite_streak",
-                     "init_trials", "trial_steps"):
+                     "init_trials", "trial_steps", "lipschitz_iters"):
             _positive(name, getattr(self, name))
         _positive("lr", self.lr, float)
+        check_number(self.momentum, "momentum", 0.0, strict=False, high=1.0, high_strict=True)
+        check_number(self.weight_decay, "weight_decay", 0.0, strict=False)
+        check_seed(self.seed)
         if self.num_steps is not None:
             _positive("num_steps", self.num_steps)
         for name in ("warmup_steps", "checkpoint_every", "lipschitz_every"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}", field=name)
+            check_int(getattr(self, name), name, low=0)
+        if self.checkpoints_total_limit is not None:
+            # 0 or less would delete every checkpoint as it is written
+            check_int(self.checkpoints_total_limit, "checkpoints_total_limit")
         if self.init_trials > 1 and self.trial_steps >= self.steps:
             raise ConfigError(f"`trial_steps` ({self.trial_steps}) must be below `steps` ({self.steps}) when "
                               f"`init_trials` > 1", field="trial_steps")
@@ -85,8 +165,8 @@ class TrainConfig:
                               field="mixed_precision")
         if self.report_to not in (None, "none", "tensorboard", "wandb"):
             raise ConfigError(f"`report_to` must be tensorboard or wandb, got {self.report_to!r}", field="report_to")
-        if self.max_grad_norm is not None and self.max_grad_norm < 0:
-            raise ConfigError(f"`max_grad_norm` must be >= 0, got {self.max_grad_norm}", field="max_grad_norm")
+        if self.max_grad_norm is not None:  # 0: no clipping; negative, NaN or inf: refused
+            check_number(self.max_grad_norm, "max_grad_norm", 0.0, strict=False)
 
     def to_dict(self) -> dict:
         return asdict(self)

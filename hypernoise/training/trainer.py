@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from hypernoise.devices import check_launch_env
 from hypernoise.errors import CheckpointError, TrainingDivergedError
 from hypernoise.faults import maybe_kill
 from hypernoise.io import write_json
@@ -81,6 +82,22 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, processe
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_factor(s, warmup, cfg.warmup_from_zero))
 
 
+def _flatten(record: dict, prefix: str = "") -> dict:
+    """{"objective": {"alpha": 1}} -> {"objective.alpha": 1}, so a mismatch names the setting."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _short(value, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def resolve_resume(out_dir: Path, resume: Optional[str]) -> Optional[Path]:
     """``"latest"`` -> newest complete checkpoint under ``out_dir`` (None if there is none)."""
     if not resume:
@@ -128,7 +145,7 @@ def _make_accelerator(config: TrainConfig, out_dir: Path):
 
     # Several processes launched on a machine with no GPU: accelerate forms a gloo group only
     # when told it is on the CPU.
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    launched = check_launch_env() > 1
     kwargs = dict(mixed_precision=config.mixed_precision, project_dir=str(out_dir / "logs"),
                   log_with=None if config.report_to in (None, "none") else config.report_to,
                   cpu=launched and not torch.cuda.is_available())
@@ -141,11 +158,23 @@ def _make_accelerator(config: TrainConfig, out_dir: Path):
         return Accelerator(**kwargs)
 
 
-class Trainer:
-    """Trains ``task`` on ``prompts``; writes ``out_dir/metrics.jsonl`` and ``out_dir/checkpoints``."""
+def plain_json(value):
+    """``value`` as it reads back from JSON (tuples become lists, unknown types strings)."""
+    return json.loads(json.dumps(value, default=str))
 
-    def __init__(self, task: TrainTask, config: TrainConfig, out_dir, accelerator=None):
+
+class Trainer:
+    """Trains ``task`` on ``prompts``; writes ``out_dir/metrics.jsonl`` and ``out_dir/checkpoints``.
+
+    ``identity``: what defines the run besides ``config`` (generator and weights, method, reward
+    and its weights, objective, hypernetwork shape: ``methods.train.run_identity``); stored in
+    every checkpoint, and a resume whose identity or run-defining config differs is refused with
+    the setting named.
+    """
+
+    def __init__(self, task: TrainTask, config: TrainConfig, out_dir, accelerator=None, identity: Optional[dict] = None):
         self.task, self.cfg, self.out_dir = task, config, Path(out_dir)
+        self.identity = plain_json(identity or {})
         self.acc = accelerator or _make_accelerator(config, self.out_dir)
         self.task.to(self.acc.device)
         if config.gradient_checkpointing:
@@ -164,7 +193,7 @@ class Trainer:
 
     def _state(self) -> dict:
         return {"skipped_steps": self.skipped, "nonfinite_streak": self.streak,
-                "num_processes": self.acc.num_processes, "config": self.cfg.to_dict()}
+                "num_processes": self.acc.num_processes, "config": self.cfg.to_dict(), "run": self.identity}
 
     def save(self) -> Optional[Path]:
         """Write a checkpoint of the current step (main process only); all processes wait."""
@@ -179,6 +208,7 @@ class Trainer:
     def load(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
         state = ckpt["state"]
+        self._check_same_identity(state.get("run") or {}, path)
         self._check_same_run(state.get("config", {}), path)
         self.task.load_trainable_state_dict({k: v.to(self.acc.device) for k, v in ckpt["trainable"].items()})
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -186,6 +216,28 @@ class Trainer:
         self.step = int(state["step"])
         self.skipped = int(state.get("skipped_steps", 0))
         self.streak = int(state.get("nonfinite_streak", 0))
+
+    def _check_same_identity(self, saved: dict, path: Path) -> None:
+        """Refuse a checkpoint of another run: generator, weights, method, reward, objective or
+        hypernetwork (checkpoints written before identities were recorded pass)."""
+        mine, theirs = _flatten(self.identity), _flatten(saved)
+        for key, value in mine.items():
+            if key in theirs and theirs[key] != value:
+                raise CheckpointError(
+                    f"checkpoint {path} belongs to another run: its {key} is {_short(theirs[key])}, this run's is "
+                    f"{_short(value)}; resume with the same settings or start a new `out_dir`")
+
+    def _check_nothing_to_lose(self) -> None:
+        """``resume`` latest with no checkpoint: refuse where the folder holds a finished run (its
+        adapter would be overwritten by a fresh start), else say a new run starts (a run killed
+        before its first checkpoint restarts from step 0 and ends as an uninterrupted run)."""
+        if (self.out_dir / "adapter").exists():
+            raise CheckpointError(
+                f"`resume` latest found no checkpoint in {self.out_dir / CHECKPOINT_DIR}, but {self.out_dir} holds a "
+                f"finished run (adapter/) that a fresh start would overwrite; pass a new `out_dir`, or `overwrite` "
+                f"to replace it")
+        if self.is_main:
+            print(f"nothing to resume in {self.out_dir}: starting a new run", flush=True)
 
     def _check_same_run(self, saved: dict, path: Path) -> None:
         for key in RUN_DEFINING:
@@ -202,6 +254,8 @@ class Trainer:
         reference-parity test does; any object with their ``batch`` method works."""
         cfg, acc = self.cfg, self.acc
         resume_path = resolve_resume(self.out_dir, resume)
+        if resume == "latest" and resume_path is None:
+            self._check_nothing_to_lose()
         if resume_path is not None:
             self.load(resume_path)
         if cfg.report_to not in (None, "none"):

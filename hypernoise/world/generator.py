@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from hypernoise.errors import ConfigError
-from hypernoise.generators.base import Conditioning, Generator, RngLike
+from hypernoise.generators.base import Conditioning, Generator, RngLike, check_fixed_size
 from hypernoise.generators.registry import GENERATORS
 from hypernoise.world import evaluator, models
 from hypernoise.world.grammar import balanced_train_prompts, benchmark_prompts, parse_prompt
@@ -109,6 +109,8 @@ class WorldJudge:
 
 @GENERATORS.register("shapes", help="built-in 32x32 shapes world: reflow-distilled flow UNet, 2 steps by default (weights ship with hypernoise)")
 def build_shapes(pretrained: Optional[str] = None, device: Optional[str] = None,
-                 dtype: Optional[torch.dtype] = None, **_) -> ShapesGenerator:
+                 dtype: Optional[torch.dtype] = None, height: Optional[int] = None, width: Optional[int] = None,
+                 **_) -> ShapesGenerator:
+    check_fixed_size(ShapesGenerator.name, ShapesGenerator.latent_shape[-1], height, width)  # never ignored
     gen = ShapesGenerator.from_pretrained(pretrained)
     return gen.to(device=device, dtype=dtype or torch.float32)

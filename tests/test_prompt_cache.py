@@ -1,0 +1,60 @@
+"""The prompt-conditioning cache is bounded in bytes and drops the least recently used prompts."""
+
+import pytest
+import torch
+
+from hypernoise.errors import ConfigError
+from hypernoise.generators.cache import ConditioningCache
+
+
+class CountingEncoder:
+    """Each prompt -> {"embeds": [1, 64] float32 (256 bytes)}, counting what is encoded."""
+
+    def __init__(self):
+        self.encoded = []
+
+    def __call__(self, prompts):
+        self.encoded += prompts
+        return {"embeds": torch.stack([torch.full((64,), float(hash(p) % 997)) for p in prompts])}
+
+
+def test_memory_never_grows_with_the_number_of_distinct_prompts():
+    enc, cache = CountingEncoder(), ConditioningCache(limit_mb=16 / 1024)  # 16 KB: 64 rows of 256 bytes
+    peak = 0
+    for start in range(0, 10_000, 50):  # 10,000 distinct prompts, 50 per batch
+        prompts = [f"prompt {i}" for i in range(start, start + 50)]
+        out = cache.get(prompts, enc)
+        assert out["embeds"].shape == (50, 64)
+        peak = max(peak, cache.nbytes)
+    assert peak <= 16 * 1024 and len(cache) <= 64
+    assert len(enc.encoded) == 10_000  # every prompt encoded once, none twice in its batch
+
+
+def test_recent_prompts_are_kept_and_results_equal_the_uncached_encoding():
+    enc, cache = CountingEncoder(), ConditioningCache(limit_mb=3 * 256 / 2**20)  # 3 rows of 256 bytes
+    first = cache.get(["a", "b", "a"], enc)
+    assert enc.encoded == ["a", "b"] and torch.equal(first["embeds"][0], first["embeds"][2])
+    cache.get(["c"], enc)
+    cache.get(["a"], enc)  # a is recent: still cached
+    assert enc.encoded == ["a", "b", "c"]
+    cache.get(["d"], enc)  # evicts b, the least recently used
+    cache.get(["b"], enc)
+    assert enc.encoded == ["a", "b", "c", "d", "b"]
+    torch.testing.assert_close(cache.get(["d", "a"], enc)["embeds"], CountingEncoder()(["d", "a"])["embeds"])
+
+
+def test_a_zero_limit_caches_nothing_and_entries_can_live_on_the_cpu():
+    enc, cache = CountingEncoder(), ConditioningCache(limit_mb=0)
+    cache.get(["a"], enc), cache.get(["a"], enc)
+    assert enc.encoded == ["a", "a"] and len(cache) == 0
+    cpu = ConditioningCache(store_on="cpu")
+    out = cpu.get(["a"], CountingEncoder(), device=torch.device("cpu"))
+    assert out["embeds"].device.type == "cpu" and len(cpu) == 1
+    with pytest.raises(ConfigError, match="prompt_cache_mb"):
+        ConditioningCache(limit_mb=-1)
+
+
+def test_a_generator_uses_the_bound_it_is_given(tiny_generator):
+    gen = tiny_generator.set_prompt_cache(limit_mb=0)
+    assert gen.encode(["a red square"])  # still encodes
+    assert len(gen.prompt_cache) == 0

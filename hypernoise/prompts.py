@@ -47,6 +47,12 @@ def load_prompts(spec: str) -> list[str]:
     return out
 
 
+def source_paths(spec: str) -> list[str]:
+    """The local paths a spec reads (weights and hf: sources left out): inputs a command must not delete."""
+    parts = [_weighted(part.strip())[0] for part in spec.split(",") if part.strip()]
+    return [p for p in parts if not p.startswith(HF_PREFIX)]
+
+
 def bundled_prompts() -> list[str]:
     """The bundled everyday prompts (``BUNDLED``): a smoke-test set, not a training set."""
     return read_prompts(BUNDLED)

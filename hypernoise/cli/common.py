@@ -132,13 +132,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "size refuses another)")
     g.add_argument("--width", type=side_arg, default=None,
                    help=f"image width in pixels, 1 to {MAX_IMAGE_SIDE} (default: the model's own)")
+    g.add_argument("--prompt-cache-mb", type=non_negative_float, default=None, metavar="MB",
+                   help="bound of the prompt-embedding cache, least recently used prompts dropped first "
+                        "(default 1024; 0: no cache)")
     g.add_argument("--threads", type=threads_arg, default=None,
                    help="CPU threads, 1 to this machine's cores (default: the idle cores; 1 for toy2d)")
 
 
 def model_config(args) -> ModelConfig:
     return ModelConfig(generator=args.generator, pretrained=args.pretrained, device=args.device, dtype=args.dtype,
-                       height=args.height, width=args.width)
+                       height=args.height, width=args.width, prompt_cache_mb=getattr(args, "prompt_cache_mb", None))
 
 
 def auto_threads(generator: str) -> int:

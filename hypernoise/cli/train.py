@@ -22,7 +22,10 @@ def add_arguments(p) -> None:
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="training preset of the generator: default (its own settings) or paper (sana-sprint, "
                         "flux-schnell: the authors' runs, docs/training.md); flags given override it")
-    p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (default: the generator's training prompts)")
+    p.add_argument("--prompts", default=None, metavar="SOURCES",
+                   help="prompts: a text, JSONL or JSON file, a folder of *_train.txt, or hf:NAME[:SPLIT][:COLUMN]; "
+                        "several joined by commas, each weighted with *N (default: the generator's training prompts, "
+                        "else 60 bundled everyday prompts)")
     p.add_argument("--objective", choices=["l2", "reference", "exact"], default=None, help="noise-space objective (default l2, the paper's)")
     p.add_argument("--alpha", type=temperature, default=None, help="temperature alpha of the l2/exact objective (default 1)")
     p.add_argument("--alpha-start", type=temperature, default=None,
@@ -55,7 +58,8 @@ def run(args) -> int:
     from hypernoise.cli.common import configure_threads, model_config
     from hypernoise.presets import preset_model
     from hypernoise.errors import ConfigError
-    from hypernoise.io import find_prompts, output_folder
+    from hypernoise.io import output_folder
+    from hypernoise.prompts import load_prompts, source_paths
     from hypernoise.methods import train
     from hypernoise.rewards import parse_spec
 
@@ -66,16 +70,14 @@ def run(args) -> int:
         raise ConfigError(f"--eval-seeds must be at least 1, got {args.eval_seeds}")
     if args.reward is not None:
         parse_spec(args.reward)  # fail on a bad spec before loading any model
-    prompts = find_prompts(None, args.prompts)
+    prompts = load_prompts(args.prompts) if args.prompts else None
     model = preset_model(model_config(args), args.preset)  # a preset may name the weights and the resolution
     generator = model.build()
     cfg = _configs(args, generator, model)
     print(f"preset: {generator.name}/{args.preset or 'default'}", flush=True)
-    prompts = prompts or generator.default_prompts("train")
-    if not prompts:
-        raise ConfigError(f"generator {generator.name!r} has no built-in prompts; pass --prompts FILE")
+    prompts = prompts or generator.default_prompts("train") or _bundled(generator)
     generator.check_prompts(prompts)
-    inputs = {"prompts": args.prompts, "pretrained": model.pretrained,
+    inputs = {"prompts": source_paths(args.prompts) if args.prompts else None, "pretrained": model.pretrained,
               "resume": args.resume if args.resume != "latest" else None,
               "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
     with output_folder(args.out or f"runs/{generator.name}-{args.method}", overwrite=args.overwrite,
@@ -94,6 +96,18 @@ def run(args) -> int:
             _report(task, args, out)
         print(f"adapter: {out}/adapter   metrics: {out}/metrics.jsonl")
         return 0
+
+
+def _bundled(generator) -> list:
+    """The bundled everyday prompts, for a generator with no prompts of its own; said on stderr."""
+    import sys
+
+    from hypernoise.prompts import BUNDLED, bundled_prompts
+
+    prompts = bundled_prompts()
+    print(f"no --prompts: training {generator.name} on the {len(prompts)} bundled everyday prompts ({BUNDLED.name}), "
+          f"a smoke test; pass --prompts for a real run", file=sys.stderr, flush=True)
+    return prompts
 
 
 def _report_trials(out) -> None:

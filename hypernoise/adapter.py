@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from hypernoise import __version__
 from hypernoise.errors import AdapterError, plain
+from hypernoise.io import save_tensors
 from hypernoise.generators.base import Generator
 from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, NoiseHypernetwork
 from hypernoise.registry import Registry
@@ -66,17 +67,25 @@ def save_adapter(folder, hypernet: NoiseHypernetwork, generator: Generator, sett
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _write_adapter(tmp, hypernet, generator, settings)
+    except BaseException:  # a full disk, a file-size limit, a signal: no half-written folder is left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def _write_adapter(tmp: Path, hypernet: NoiseHypernetwork, generator: Generator, settings: Optional[dict]) -> None:
     weights = {k: v.detach().float().contiguous().cpu() for k, v in hypernet.trainable_state_dict().items()}
-    save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+    save_tensors(weights, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
     if getattr(hypernet, "peft_config", None) is not None:
         hypernet.peft_config.save_pretrained(str(tmp))
     meta = {**generator.describe(), "hypernetwork": hypernet.config(), "settings": settings or {},
             "library": "hypernoise", "library_version": __version__}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return folder
 
 
 def resolve_adapter_folder(folder) -> Path:

@@ -10,6 +10,7 @@ imported when used).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -42,7 +43,12 @@ def save_png(image: ImageLike, path, prompt: str, seed: int, extra: Optional[dic
         info.add_itxt(str(key), value if isinstance(value, str) else json.dumps(value, default=str))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(image).save(path, format="PNG", pnginfo=info)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    try:  # written whole or not at all: no truncated or 0-byte PNG when the disk fills
+        to_pil(image).save(tmp, format="PNG", pnginfo=info)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import os
 import shutil
 import socket
@@ -477,3 +478,23 @@ def find_prompts(prompts: Optional[list], prompts_file: Optional[str]) -> Option
     if prompts_file:
         out += read_prompts(prompts_file)
     return out or None
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def save_tensors(tensors: dict, path, metadata: Optional[dict] = None) -> None:
+    """``safetensors.torch.save_file``, with a failed write (a full disk, a file-size limit)
+    raised as the ``OSError`` it is (safetensors raises its own error type) so that callers and
+    the CLI treat it as one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        found = _OS_ERROR.search(str(e))
+        if found is None:
+            raise
+        number = int(found.group(1))
+        raise OSError(number, os.strerror(number), str(path)) from None

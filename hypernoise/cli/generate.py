@@ -35,6 +35,8 @@ def _positive(name: str, value) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     from hypernoise.adapter import load_adapter
     from hypernoise.cli.common import configure_threads, hypernet_passes, model_config
     from hypernoise.errors import ConfigError
@@ -60,12 +62,22 @@ def run(args) -> int:
         seeds = list(range(args.seed, args.seed + args.num_images))
         meta = {"generator": generator.name, "num_steps": args.num_steps or generator.default_steps,
                 "adapter": args.adapter, **({"passes": passes or hypernet.passes} if hypernet is not None else {})}
-        images = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size, passes=passes)
         names = [f"{i:03d}-{_slug(p)}-seed{s}.png" for i, p in enumerate(prompts) for s in seeds]
         pairs = [(p, s) for p in prompts for s in seeds]
-        sub = "hypernoise" if hypernet is not None else ""
-        for image, name, (prompt, seed) in zip(images, names, pairs):
-            save_png(image, out / sub / name, prompt, seed, {**meta, "method": "hypernoise" if hypernet else "base"})
+        sub, method = ("hypernoise", "hypernoise") if hypernet is not None else ("", "base")
+
+        def save(i, image):  # as each batch is done: an interrupted run keeps what it finished
+            save_png(image, out / sub / names[i], pairs[i][0], pairs[i][1], {**meta, "method": method})
+            written.append(i)
+
+        written: list = []
+        try:
+            images = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size,
+                                     passes=passes, on_image=save)
+        except KeyboardInterrupt:
+            print(f"interrupted: {len(written)} of {len(pairs)} images written to {out}; run the command again "
+                  f"with --overwrite for all of them", file=sys.stderr)
+            return 130
         if args.compare:
             base = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size, base=True)
             for image, name, (prompt, seed) in zip(base, names, pairs):

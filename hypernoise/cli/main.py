@@ -9,8 +9,11 @@ the running command that sets it (``--batch-size``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import re
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -60,6 +63,13 @@ _TYPE_ERROR = re.compile(r"^argument (\S+): (must .*)$", re.S)
 TRAINING_COMMANDS = ("train", "bench", "toy2d")
 
 
+#: errno of a failed write -> what to do; reported in one line, exit status 1
+WRITE_FAILURES = {errno.ENOSPC: "free space on the disk or pass another --out",
+                  errno.EDQUOT: "free space within your quota or pass another --out",
+                  errno.EFBIG: "raise the file-size limit (ulimit -f) or pass another --out",
+                  errno.EROFS: "the file system is read-only: pass another --out"}
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line (usage stays in --help); a value refused by one of
     cli.common's types reads "--lr must be a finite number, got nan", as the library's errors do."""
@@ -83,6 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt inside the block (the trainer installs its own handler for
+    its loop); the previous handler is restored at exit. Outside the main thread: left alone."""
+    try:
+        old = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
@@ -92,6 +121,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    with _sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: what is finished is kept
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         if args.command in TRAINING_COMMANDS:  # a garbage or half-set WORLD_SIZE/RANK: one line, before any model
             from hypernoise.devices import check_launch_env
@@ -104,6 +138,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"hypernoise {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in WRITE_FAILURES:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"hypernoise {args.command}: error: {e.strerror}{where}; {WRITE_FAILURES[e.errno]} (what was complete "
+              f"is kept: checkpoints, adapters and images are written whole or not at all)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ batched kernels), and the base and HyperNoise images of a seed share their noise
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -35,14 +35,16 @@ def _generate_batch(generator: Generator, prompts: list[str], seeds: list[int], 
 
 def generate_images(generator: Generator, prompts: Sequence[str], seeds: Sequence[int],
                     num_steps: Optional[int] = None, hypernet: Optional[NoiseHypernetwork] = None,
-                    batch_size: int = 4, base: bool = False, passes: Optional[int] = None) -> list[torch.Tensor]:
+                    batch_size: int = 4, base: bool = False, passes: Optional[int] = None,
+                    on_image: Optional[Callable[[int, torch.Tensor], None]] = None) -> list[torch.Tensor]:
     """One image per (prompt, seed), prompt-major (all seeds of the first prompt first).
 
     Returns float tensors [3, H, W] in [0, 1] on the CPU: g(x0, c) without a hypernetwork,
     g(x0 + f_phi(x0, c), c) with one, x0 the noise of the seed (see the module docstring).
     ``base=True`` with a hypernetwork: g(x0, c) with its adapters off -- the base images of a
     generator that carries a LoRA hypernetwork in its backbone. ``passes``: K of the map
-    (default: the hypernetwork's).
+    (default: the hypernetwork's). ``on_image(index, image)`` is called as each batch is done
+    (``generate`` saves every image at once, so an interrupted run keeps what it finished).
     """
     pairs = [(p, int(s)) for p in prompts for s in seeds]
     images: list[torch.Tensor] = []
@@ -50,7 +52,10 @@ def generate_images(generator: Generator, prompts: Sequence[str], seeds: Sequenc
         chunk = pairs[start : start + max(1, int(batch_size))]
         batch = _generate_batch(generator, [p for p, _ in chunk], [s for _, s in chunk], num_steps, hypernet,
                                 base, passes)
-        images.extend(batch.float().cpu().unbind(0))
+        for image in batch.float().cpu().unbind(0):
+            if on_image is not None:
+                on_image(len(images), image)
+            images.append(image)
     return images
 
 

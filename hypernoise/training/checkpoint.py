@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from hypernoise.errors import CheckpointError
 from hypernoise.faults import maybe_kill
+from hypernoise.io import save_tensors
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "state.json"
@@ -68,17 +69,11 @@ def save_checkpoint(root: Path, step: int, trainable: dict, optimizer_state: dic
     final = root / f"checkpoint-{step:06d}"
     tmp = root / f".tmp-checkpoint-{step:06d}-{os.getpid()}"
     tmp.mkdir()
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
-    torch.save(optimizer_state, tmp / "optimizer.pt")
-    torch.save(scheduler_state, tmp / "scheduler.pt")
-    for name in ("trainable.safetensors", "optimizer.pt", "scheduler.pt"):
-        _fsync_file(tmp / name)
-    maybe_kill("checkpoint", step)
-    with open(tmp / STATE_FILE, "w") as f:
-        json.dump({**state, "step": step}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    try:
+        _write_checkpoint(tmp, step, trainable, optimizer_state, scheduler_state, state)
+    except OSError:  # a full disk or a file-size limit: no half-written folder is left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # re-saving the same step (e.g. after resume): swap, never delete first
         old = root / f".tmp-old-{step:06d}-{os.getpid()}"
         os.replace(final, old)
@@ -91,6 +86,21 @@ def save_checkpoint(root: Path, step: int, trainable: dict, optimizer_state: dic
         for _, old_ckpt in list_checkpoints(root)[:-total_limit]:
             shutil.rmtree(old_ckpt, ignore_errors=True)
     return final
+
+
+def _write_checkpoint(tmp: Path, step: int, trainable: dict, optimizer_state: dict, scheduler_state: dict,
+                      state: dict) -> None:
+    save_tensors({k: v.detach().float().contiguous().cpu() for k, v in trainable.items()}, tmp / "trainable.safetensors")
+    torch.save(optimizer_state, tmp / "optimizer.pt")
+    torch.save(scheduler_state, tmp / "scheduler.pt")
+    for name in ("trainable.safetensors", "optimizer.pt", "scheduler.pt"):
+        _fsync_file(tmp / name)
+    maybe_kill("checkpoint", step)
+    with open(tmp / STATE_FILE, "w") as f:
+        json.dump({**state, "step": step}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
 
 
 def json_kind(value) -> str:

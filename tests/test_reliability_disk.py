@@ -1,0 +1,65 @@
+"""A write that fails (here: a file-size limit, as a full disk does) is one line, exit 1, and leaves
+no debris: no truncated or 0-byte PNG, no half-written adapter or checkpoint, no .tmp leftovers."""
+
+import resource
+import signal
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not hasattr(resource, "RLIMIT_FSIZE"), reason="needs RLIMIT_FSIZE (POSIX)")
+
+
+def _limited(limit_bytes):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return apply
+
+
+def _run(argv, limit_bytes, cwd):
+    return subprocess.run([sys.executable, "-m", "hypernoise.cli.main", *argv], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, preexec_fn=_limited(limit_bytes),
+                          env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
+                               "HF_HUB_OFFLINE": "1", "PYTHONPATH": ":".join(sys.path)})
+
+
+def _debris(folder):
+    return [p for p in folder.rglob("*") if p.name.startswith(".tmp-") or (p.suffix == ".png" and p.stat().st_size == 0)]
+
+
+@pytest.mark.parametrize("argv, limit", [
+    (["generate", "--generator", "shapes", "--prompt", "a photo of a red circle", "--num-images", "2",
+      "--threads", "1"], 600),                                                 # a PNG
+    (["train", "--generator", "toy2d", "--steps", "3", "--no-progress"], 16_000),  # a checkpoint
+])
+def test_a_failed_write_is_one_line_and_leaves_no_debris(tmp_path, argv, limit):
+    out = tmp_path / "out"
+    proc = _run(argv + ["--out", str(out)], limit, tmp_path)
+    lines = [l for l in proc.stderr.splitlines() if l.strip() and "Warning" not in l and "warn" not in l]
+    assert proc.returncode == 1, proc.stderr
+    assert len(lines) == 1 and "File too large" in lines[0] and "ulimit -f" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not _debris(tmp_path), _debris(tmp_path)
+
+
+def test_an_interrupted_generate_keeps_the_images_it_finished(tmp_path):
+    """SIGTERM (or Ctrl-C) mid-run: the finished images stay, one line says how many, exit 130."""
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "hypernoise.cli.main", "generate", "--generator", "shapes",
+                             "--prompt", "a photo of a red circle", "--num-images", "4000", "--batch-size", "4",
+                             "--threads", "1", "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("*.png")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    pngs = list(out.glob("*.png"))
+    lines = [l for l in err.splitlines() if "interrupted" in l]
+    assert proc.returncode == 130 and len(lines) == 1 and f"images written to {out}" in lines[0], err
+    assert f"{len(pngs)} of 4000" in lines[0] and 0 < len(pngs) < 4000
+    assert "Traceback" not in err and not _debris(tmp_path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Optional
+from typing import Callable, Optional
 
 from hypernoise.errors import ConfigError
 from hypernoise.hypernet.base import MAX_PASSES
@@ -29,38 +29,34 @@ def _rewrap(error: ConfigError) -> argparse.ArgumentTypeError:
     return argparse.ArgumentTypeError(str(error).replace("`value` ", "", 1))
 
 
-def int_arg(low: int = 1, high: Optional[int] = None, why: str = "", what: Optional[str] = None):
-    """argparse type: an integer in [low, high]."""
-    def parse(text: str) -> int:
+def checked_arg(convert: Callable, check: Callable, usage: str, name: str):
+    """argparse type: ``convert(text)`` (a ValueError: "must be <usage>"), then ``check(value,
+    "value")`` from training.config (its ConfigError's message, for the flag argparse names)."""
+    def parse(text: str):
         try:
-            value = int(text.strip())
+            value = convert(text.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be {usage}, got {text!r}") from None
         try:
-            return check_int(value, "value", low, high, why, what)
+            return check(value, "value")
         except ConfigError as e:
             raise _rewrap(e) from None
 
-    parse.__name__ = "integer"
+    parse.__name__ = name
     return parse
+
+
+def int_arg(low: int = 1, high: Optional[int] = None, why: str = "", what: Optional[str] = None):
+    """argparse type: an integer in [low, high]."""
+    return checked_arg(int, lambda v, n: check_int(v, n, low, high, why, what), "an integer", "integer")
 
 
 def float_arg(low: float = 0.0, strict: bool = True, high: Optional[float] = None, high_strict: bool = False,
               what: Optional[str] = None):
     """argparse type: a finite number above ``low`` (``strict``) or at least ``low`` (and up to
     ``high``); ``inf``, ``nan`` and their spellings are refused."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        try:
-            return check_number(value, "value", low, strict, high, high_strict, what)
-        except ConfigError as e:
-            raise _rewrap(e) from None
-
-    parse.__name__ = "number"
-    return parse
+    return checked_arg(float, lambda v, n: check_number(v, n, low, strict, high, high_strict, what), "a number",
+                       "number")
 
 
 positive_int = int_arg(1)
@@ -69,38 +65,20 @@ positive_float = float_arg(0.0)
 non_negative_float = float_arg(0.0, strict=False)
 
 
-def seed_arg(text: str) -> int:
-    """argparse type of --seed: an integer from 0 to ``training.config.MAX_SEED``."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {text!r}") from None
-    try:
-        return check_seed(value, "value")
-    except ConfigError as e:
-        raise _rewrap(e) from None
-
-
-seed_arg.__name__ = "seed"
+#: argparse type of --seed: an integer from 0 to ``training.config.MAX_SEED``
+seed_arg = checked_arg(int, check_seed, f"an integer from 0 to {MAX_SEED}", "seed")
 
 #: K of --hypernet-passes: 1 to MAX_PASSES (hypernet.base: each pass is one more forward)
 passes_arg = int_arg(1, MAX_PASSES, why="each pass is one more forward of the hypernetwork")
 side_arg = int_arg(1, MAX_IMAGE_SIDE, why="far above the sides the supported models are made for")
 
 
-def seed_list(text: str) -> tuple:
-    """argparse type of --seeds: comma-separated seeds, each once (``training.config.check_seeds``)."""
-    try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers, e.g. 0,1,2,3, got {text!r}") from None
-    try:
-        return check_seeds(seeds, "value")
-    except ConfigError as e:
-        raise _rewrap(e) from None
+def _int_tuple(text: str) -> tuple:
+    return tuple(int(part) for part in text.split(",") if part.strip())
 
 
-seed_list.__name__ = "seeds"
+#: argparse type of --seeds: comma-separated seeds, each once (``training.config.check_seeds``)
+seed_list = checked_arg(_int_tuple, check_seeds, "comma-separated integers, e.g. 0,1,2,3", "seeds")
 
 
 def machine_cores() -> int:

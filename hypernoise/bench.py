@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from hypernoise.errors import ConfigError
+from hypernoise.errors import ConfigError, Interrupted
 from hypernoise.evaluation import EvalConfig, evaluate
 from hypernoise.hypernet.base import check_passes
 from hypernoise.methods import train
@@ -72,7 +72,9 @@ def _train(method: str, cfg: BenchConfig, train_cfg: HyperNoiseConfig, prompts, 
     steps = train_cfg.train.steps
     every = max(1, steps // max(1, cfg.curve_points))
     tc = replace(train_cfg, train=replace(train_cfg.train, checkpoint_every=every, progress=cfg.progress))
-    train(tc, prompts, out, method=method)
+    _, result = train(tc, prompts, out, method=method)
+    if result.interrupted:  # the trainer stopped at a signal and wrote a checkpoint, no adapter
+        raise KeyboardInterrupt
     return str(out / "adapter")
 
 
@@ -135,26 +137,44 @@ def run_bench(cfg: BenchConfig, out_dir, generator=None) -> dict:
         raise ConfigError(f"generator {gen.name!r} has no built-in train/test prompts to benchmark on")
     adapters = {"hypernoise": cfg.hypernoise_adapter, "finetune": cfg.finetune_adapter}
     methods, feats, curves = {}, {}, {}
-    for method in METHOD_ORDER:
-        if method in adapters and adapters[method] is None:
-            adapters[method] = _train(method, cfg, train_cfg, train_prompts, out / f"train-{method}")
-            curves[method] = _curve(method, out / f"train-{method}", cfg, train_cfg, prompts, curve_base)
-        ecfg = EvalConfig(method=method, seeds=tuple(cfg.seeds), reward=cfg.reward, adapter=adapters.get(method),
-                          n=cfg.n, reno=cfg.reno_config(), batch_size=cfg.batch_size,
-                          passes=cfg.passes if method == "hypernoise" else None)
-        images: list = []
-        methods[method] = evaluate(cfg.model.build(), prompts, ecfg, out / method, images_out=images)
-        feats[method] = image_features(images, gen.judge())
-        if method == "base":  # the curve's reference: base images of the curve's single seed
-            curve_base = feats["base"][:: len(cfg.seeds)]
-        print(f"{method:>10}: quality {_quality(methods[method]):.3f}  "
-              f"{methods[method]['cost']['seconds_per_image'] * 1000:.1f} ms/image", flush=True)
+    try:
+        for method in METHOD_ORDER:
+            if method in adapters and adapters[method] is None:
+                adapters[method] = _train(method, cfg, train_cfg, train_prompts, out / f"train-{method}")
+                curves[method] = _curve(method, out / f"train-{method}", cfg, train_cfg, prompts, curve_base)
+            ecfg = EvalConfig(method=method, seeds=tuple(cfg.seeds), reward=cfg.reward, adapter=adapters.get(method),
+                              n=cfg.n, reno=cfg.reno_config(), batch_size=cfg.batch_size,
+                              passes=cfg.passes if method == "hypernoise" else None)
+            images: list = []
+            methods[method] = evaluate(cfg.model.build(), prompts, ecfg, out / method, images_out=images)
+            feats[method] = image_features(images, gen.judge())
+            if method == "base":  # the curve's reference: base images of the curve's single seed
+                curve_base = feats["base"][:: len(cfg.seeds)]
+            print(f"{method:>10}: quality {_quality(methods[method]):.3f}  "
+                  f"{methods[method]['cost']['seconds_per_image'] * 1000:.1f} ms/image", flush=True)
+    except KeyboardInterrupt:
+        raise _interrupted(out, methods, curves, adapters, cfg, len(prompts)) from None
     bench = {"methods": methods, **summarize(methods, feats), "curves": curves, "prompts": len(prompts),
              "seeds": list(cfg.seeds)}
     (out / "bench.json").write_text(json.dumps(bench, indent=1) + "\n")
     (out / "bench.md").write_text(markdown(bench))
     plot(bench, out)
     return bench
+
+
+def _interrupted(out: Path, methods: dict, curves: dict, adapters: dict, cfg: BenchConfig, n_prompts: int) -> Interrupted:
+    """Write ``bench.json`` marked partial (the methods finished, none of the summaries that need
+    them all) and the ``Interrupted`` to raise: what was kept and which adapters to reuse."""
+    bench = {"partial": True, "methods": methods, "curves": curves, "prompts": n_prompts, "seeds": list(cfg.seeds),
+             "finished": list(methods)}
+    (out / "bench.json").write_text(json.dumps(bench, indent=1) + "\n")
+    given = {"hypernoise": cfg.hypernoise_adapter, "finetune": cfg.finetune_adapter}
+    trained = [f"`{m}_adapter` {path}" for m, path in adapters.items()
+               if path is not None and given[m] is None and Path(path).is_dir()]
+    reuse = f"; to skip training again pass {' and '.join(trained)} with another `out`" if trained else ""
+    done = ", ".join(methods) or "none"
+    return Interrupted(f"interrupted: {out}/bench.json holds the methods finished ({done}), marked \"partial\": "
+                       f"true{reuse}", partial=bench)
 
 
 def markdown(bench: dict) -> str:

@@ -61,3 +61,16 @@ class TrainingDivergedError(HypernoiseError, RuntimeError):
     """Training stopped: too many non-finite steps in a row."""
 
     exit_code = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """A command stopped by SIGINT/SIGTERM after writing what it had finished.
+
+    ``message``: what was kept and how to go on (one line, printed by the CLI); ``partial``: the
+    partial result the library wrote (a results dict marked ``"partial": true``), or None.
+    """
+
+    def __init__(self, message: str, partial: Optional[dict] = None):
+        super().__init__(message)
+        self.message = message
+        self.partial = partial

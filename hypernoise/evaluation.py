@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from hypernoise.errors import ConfigError
+from hypernoise.errors import ConfigError, Interrupted
 from hypernoise.generators.base import Generator, Judge  # noqa: F401  (Judge: re-exported)
 from hypernoise.hypernet.base import NoiseHypernetwork, check_passes
 from hypernoise.images import save_png
@@ -101,23 +101,33 @@ def prompt_seeds(prompts: Sequence[str], seeds: Sequence[int]) -> list[list[int]
 
 
 def run_method(method: str, generator: Generator, reward: torch.nn.Module, prompts: Sequence[str],
-               seeds: Sequence[int], config: RunConfig, batch_size: int) -> tuple[list[torch.Tensor], Cost]:
+               seeds: Sequence[int], config: RunConfig, batch_size: int,
+               keep_partial: bool = False) -> tuple[list[torch.Tensor], Cost]:
     """Images (CPU, prompt-major: every seed of prompt 0 first; seeds per ``prompt_seeds``) and
-    the mean per-image cost of ``method``, ``batch_size`` (prompt, seed) pairs at a time."""
+    the mean per-image cost of ``method``, ``batch_size`` (prompt, seed) pairs at a time.
+
+    ``keep_partial``: an interrupt (KeyboardInterrupt) between or inside batches returns the
+    images of the batches finished so far instead of propagating (fewer images than pairs)."""
     pairs = [(p, s) for p, entry in zip(prompts, prompt_seeds(prompts, seeds)) for s in entry]
     run, images, costs = METHODS.get(method).run, [], []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        noise = torch.cat([seeded_noise(generator, s)[0] for _, s in chunk])
-        out = run(generator, reward, noise, [p for p, _ in chunk], replace(config, seeds=[s for _, s in chunk]))
-        images.extend(out.samples.detach().float().cpu().unbind(0))
-        costs.append((len(chunk), out.cost))
+    try:
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            noise = torch.cat([seeded_noise(generator, s)[0] for _, s in chunk])
+            out = run(generator, reward, noise, [p for p, _ in chunk], replace(config, seeds=[s for _, s in chunk]))
+            images.extend(out.samples.detach().float().cpu().unbind(0))
+            costs.append((len(chunk), out.cost))
+    except KeyboardInterrupt:
+        if not keep_partial:
+            raise
     return images, _mean_cost(costs)
 
 
 def _mean_cost(costs: list[tuple[int, Cost]]) -> Cost:
     total = sum(n for n, _ in costs)
     mean = Cost()
+    if not total:
+        return mean
     for name in Cost.__dataclass_fields__:
         values = [(n, getattr(c, name)) for n, c in costs]
         agg = max(v for _, v in values) if name == "peak_memory_mb" else sum(n * v for n, v in values) / total
@@ -144,13 +154,24 @@ def evaluate(generator: Generator, prompts: Sequence[str], cfg: EvalConfig, out_
     the GenEval layout. ``adapter``: an already loaded hypernetwork (instead of ``cfg.adapter``).
     Returns the results dict written to ``results.json``; the images (CPU [3, H, W], prompt-major)
     are appended to ``images_out`` when given.
+
+    Interrupted (SIGINT, or SIGTERM under the CLI) while generating, with an ``out_dir``: the
+    prompts whose images are all finished are scored and written, ``results.json`` marked
+    ``"partial": true`` with ``n_prompts_planned``, and ``errors.Interrupted`` is raised carrying
+    that result (no result returns silently partial).
     """
     reward_spec = cfg.reward or generator.default_reward
     reward = build_reward(reward_spec, device=str(generator.device), per_reward=_used(cfg.reward_weights, reward_spec))
     scorer = reward if not cfg.score_with else build_reward(
         cfg.score_with, device=str(generator.device), per_reward=_used(cfg.reward_weights, cfg.score_with))
     adapter = adapter if adapter is not None else load_method_adapter(generator, cfg)
-    images, cost = run_method(cfg.method, generator, reward, prompts, cfg.seeds, run_config(cfg, adapter), cfg.batch_size)
+    images, cost = run_method(cfg.method, generator, reward, prompts, cfg.seeds, run_config(cfg, adapter),
+                              cfg.batch_size, keep_partial=out_dir is not None)
+    planned, done = len(prompts), len(images) // len(cfg.seeds)  # prompts with every seed's image
+    if done < planned:  # interrupted: score and write the finished prompts, marked partial
+        if not done:
+            raise Interrupted("interrupted before the first prompt's images were finished; nothing was written")
+        prompts, images, records = prompts[:done], images[: done * len(cfg.seeds)], records and records[:done]
     if images_out is not None:
         images_out.extend(images)
     per_image_prompts = [p for p in prompts for _ in cfg.seeds]
@@ -159,9 +180,14 @@ def evaluate(generator: Generator, prompts: Sequence[str], cfg: EvalConfig, out_
                "seeds": list(cfg.seeds), "num_steps": cfg.num_steps or generator.default_steps,
                "reward": reward.spec(), "rewards": {k: sum(v) / len(v) for k, v in scores.items()},
                "cost": cost.to_dict()}
+    if done < planned:
+        results.update(partial=True, n_prompts_planned=planned)
     judged = _judge(generator, images, per_image_prompts, cfg, results)
     if out_dir is not None:
         write_outputs(Path(out_dir), results, prompts, cfg.seeds, images, scores, judged, records, cfg.geneval_layout)
+    if done < planned:
+        raise Interrupted(f"interrupted: {out_dir}/results.json holds the first {done} of {planned} prompts, marked "
+                          f"\"partial\": true; run it again with `overwrite` for every prompt", partial=results)
     return results
 
 

@@ -99,7 +99,7 @@ def prepare_output(path, overwrite: bool = False, resume: bool = False, inputs: 
 
 
 @contextlib.contextmanager
-def output_folder(path, *, overwrite: bool = False, resume: bool = False, inputs: Inputs = None,
+def output_folder(path, *, overwrite: bool = False, resume: Optional[bool] = None, inputs: Inputs = None,
                   command: str = "") -> Iterator[Path]:
     """The output folder ``path`` of one run, locked for the run and its manifest kept.
 
@@ -110,6 +110,8 @@ def output_folder(path, *, overwrite: bool = False, resume: bool = False, inputs
       started}) is held until the block exits. A folder locked by a live process, or by another
       host, is an ``OutputExistsError`` naming the holder; a lock left by a dead process on this
       host is taken over.
+    - ``resume``: True continues a run, False starts one of a command that can resume (the refusal
+      below then names `resume`), None (default) for commands that cannot.
     - An existing folder holding anything is refused unless ``resume`` (the run continues there;
       nothing is removed) or ``overwrite``. ``overwrite`` removes the top-level entries listed in
       ``.hypernoise-manifest.json`` and nothing else: it refuses, removing nothing, when the folder
@@ -146,9 +148,9 @@ def output_folder(path, *, overwrite: bool = False, resume: bool = False, inputs
             manifest, recorded = {"entries": sorted(entries)}, set(entries)
         if present and not resume:
             if not overwrite:
+                can_resume = "`resume` latest to continue the run, " if resume is not None else ""
                 raise OutputExistsError(f"output folder {path} already holds results ({_names(present)}); pass "
-                                        f"`overwrite` to replace them, `resume` latest to continue a run, or "
-                                        f"another `out`")
+                                        f"`overwrite` to replace them, {can_resume}or another `out`")
             _check_inputs(path, inputs)
             _check_foreign(path, present, entries, manifest is not None)
             for name in sorted(entries):
@@ -345,6 +347,9 @@ def _acquire(path: Path, command: str) -> tuple:
         raise OutputExistsError(f"output folder {path} is already in use by this process; pass another `out`")
     record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command or "hypernoise",
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": f"{os.getpid()}-{time.time_ns()}"}
+    identity = _process_identity(os.getpid())
+    if identity is not None:
+        record["process"] = identity
     stale = None
     for _ in range(5):
         try:
@@ -409,7 +414,23 @@ def _stale(holder: Optional[dict], key: str) -> bool:
         return True
     if pid == os.getpid():
         return key not in _HELD  # this pid, but not this process's lock: a dead run's pid reused
-    return not _alive(pid)
+    if not _alive(pid):
+        return True
+    recorded, now = holder.get("process"), _process_identity(pid)
+    return recorded is not None and now is not None and recorded != now  # the pid reused by another process
+
+
+def _process_identity(pid: int) -> Optional[str]:
+    """``boot id:start time`` of process ``pid`` (Linux ``/proc``), which tells a live run from an
+    unrelated process that reuses its pid after a crash or a reboot; None where ``/proc`` has no
+    such record (other systems: a live pid then counts as the holder)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None
 
 
 def _take_over(lock: Path, raw: Optional[bytes]) -> bool:

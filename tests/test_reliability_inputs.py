@@ -388,3 +388,37 @@ def test_state_json_of_any_shape_is_a_checkpoint_error(tmp_path, state):
     (tmp_path / "state.json").write_text(state)
     with pytest.raises(CheckpointError, match="is corrupt"):
         load_checkpoint(tmp_path)
+
+
+# ----------------------------------------------------------------- the machine's limits
+
+def test_memory_exhausted_by_a_huge_batch_names_the_settings_to_lower(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--generator", "shapes", "--steps", "1", "--batch-size", "100000000", "--no-progress",
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(r"out of memory \(tried to allocate [\d.]+ TiB\); lower --batch-size", lines[0]), lines[0]
+    assert "--gradient-checkpointing" in lines[0] and not out.exists()
+
+
+def test_an_operation_without_a_bfloat16_kernel_names_the_dtype_fix(tmp_path, capsys, monkeypatch):
+    """torch's own error for an op this CPU cannot run in bfloat16 (here SVD) becomes one line."""
+    import hypernoise.methods.generate
+
+    def generate_images(*args, **kwargs):
+        return torch.linalg.svd(torch.ones(2, 2, dtype=torch.bfloat16))
+
+    monkeypatch.setattr(hypernoise.methods.generate, "generate_images", generate_images)
+    assert main(["generate", "--generator", "shapes", "--prompt", "a photo of a red circle", "--dtype", "bfloat16",
+                 "--out", str(tmp_path / "gen")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "'linalg_svd_cpu' has no bfloat16 kernel" in err and "pass --dtype float32" in err, err
+
+
+def test_the_built_in_world_trains_in_bfloat16(tmp_path):
+    """A bf16 generator's images reach the world's fp32 reward cast to its dtype, as CLIP's do."""
+    assert main(["train", "--generator", "shapes", "--dtype", "bfloat16", "--steps", "2", "--eval-seeds", "1",
+                 "--no-progress", "--out", str(tmp_path / "run")]) == 0

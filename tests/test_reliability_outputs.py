@@ -298,6 +298,22 @@ def test_a_stale_lock_is_taken_over(tmp_path, holder):
     assert not (out / LOCK_FILE).exists() and _manifest(out) == sorted(_top(out))
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times come from Linux /proc")
+def test_a_lock_whose_pid_was_reused_by_another_process_is_stale(tmp_path, sleeper):
+    """The run that wrote the lock died and its pid now names an unrelated live process (a crash,
+    or a reboot): the lock records the process's boot id and start time, which no longer match."""
+    out = tmp_path / "gen"
+    _library_run(out)
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    start = Path(f"/proc/{sleeper}/stat").read_text().rpartition(")")[2].split()[19]
+    holder = {"pid": sleeper, "host": socket.gethostname(), "command": "hypernoise train"}
+    (out / LOCK_FILE).write_text(json.dumps({**holder, "process": f"{boot}:{start}"}))  # the live holder itself
+    assert main(GEN + ["--out", str(out), "--overwrite"]) == 2
+    (out / LOCK_FILE).write_text(json.dumps({**holder, "process": f"{boot}:{int(start) - 1}"}))  # an earlier process
+    assert main(GEN + ["--out", str(out), "--overwrite"]) == 0
+    assert not (out / LOCK_FILE).exists()
+
+
 def test_a_second_command_on_a_running_output_is_refused(tmp_path):
     """A real run holds the lock; a second one on the same --out is refused in one line."""
     out = tmp_path / "run"

@@ -18,7 +18,7 @@ import sys
 from typing import Optional, Sequence
 
 from hypernoise import __version__
-from hypernoise.errors import HypernoiseError
+from hypernoise.errors import HypernoiseError, Interrupted
 
 #: command name -> module under hypernoise.cli with add_arguments(parser) and run(args) -> int
 COMMANDS = {
@@ -68,6 +68,54 @@ WRITE_FAILURES = {errno.ENOSPC: "free space on the disk or pass another --out",
                   errno.EDQUOT: "free space within your quota or pass another --out",
                   errno.EFBIG: "raise the file-size limit (ulimit -f) or pass another --out",
                   errno.EROFS: "the file system is read-only: pass another --out"}
+
+
+#: command -> the flags that lower its memory, named (those the command has) when memory runs out
+MEMORY_SETTINGS = {"train": ("--batch-size", "--gradient-checkpointing", "--height", "--width"),
+                   "generate": ("--batch-size", "--height", "--width"),
+                   "evaluate": ("--batch-size", "--n", "--height", "--width"),
+                   "optimize": ("--height", "--width", "--optimize-steps"),
+                   "bench": ("--n", "--height", "--width"),
+                   "toy2d": ("--batch-size",)}
+_OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|Cannot allocate memory", re.I)
+#: an operation without a kernel for the run's dtype ("svd" not implemented for 'BFloat16', ...)
+_NO_KERNEL = re.compile(r"^\W*(\w+)\W* not implemented for '(BFloat16|Half)'|Unsupported dtype (BFloat16|Half)|"
+                        r"Low precision dtypes not supported")
+
+
+def resource_failure(error: BaseException, parser: argparse.ArgumentParser, command: str) -> Optional[str]:
+    """One line for a failure of the machine rather than of the code: memory exhausted (naming
+    the settings of ``command`` that lower it) or an operation the device cannot run in the
+    chosen dtype; None for any other error."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    flags = {s for a in parser._actions for s in a.option_strings}
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError" or _OUT_OF_MEMORY.search(text):
+        lower = [f for f in MEMORY_SETTINGS.get(command, ()) if f in flags]
+        fix = ("lower " + ", ".join(f for f in lower if f != "--gradient-checkpointing")
+               + (" or pass --gradient-checkpointing" if "--gradient-checkpointing" in lower else "")) if lower \
+            else "free memory or use a machine with more"
+        return f"out of memory ({_allocation(text)}); {fix}"
+    match = _NO_KERNEL.search(text)
+    if match:
+        dtype = "bfloat16" if "BFloat16" in text else "float16"
+        op = f"{match.group(1)!r} " if match.group(1) else ""
+        return (f"an operation {op}has no {dtype} kernel on this device ({text[:120]}); pass --dtype float32, or run "
+                f"on a device that supports {dtype}")
+    return None
+
+
+def _allocation(text: str) -> str:
+    """What the failed allocation asked for, short: "tried to allocate 1.1 TiB"."""
+    match = re.search(r"tried to allocate (\d+) bytes", text, re.I)
+    if match:
+        size, unit = float(match.group(1)), "bytes"
+        for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+            if size < 1024 or unit == "PiB":
+                break
+            size /= 1024
+        return f"tried to allocate {size:.3g} {unit}"
+    match = re.search(r"tried to allocate [\d.]+ \w+", text, re.I)  # CUDA: "Tried to allocate 20.00 GiB"
+    return match.group(0) if match else text.split(". ")[0][:120]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -135,9 +183,18 @@ def _run(args) -> int:
     except HypernoiseError as e:
         print(f"hypernoise {args.command}: error: {as_flags(str(e), args._parser)}", file=sys.stderr)
         return e.exit_code
+    except Interrupted as e:  # stopped by a signal after writing what was finished: says what and how to go on
+        print(f"hypernoise {args.command}: {as_flags(e.message, args._parser)}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"hypernoise {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (RuntimeError, MemoryError) as e:
+        line = resource_failure(e, args._parser, args.command)
+        if line is None:
+            raise
+        print(f"hypernoise {args.command}: error: {line}", file=sys.stderr)
+        return 1
     except OSError as e:
         if e.errno not in WRITE_FAILURES:
             raise

@@ -1,8 +1,19 @@
-"""``hypernoise optimize``: ReNO, test-time optimisation of the initial noise per prompt."""
+"""``hypernoise optimize``: ReNO, test-time optimisation of the initial noise per prompt.
+
+Prompts are optimised one after another; each finished prompt's row is appended to
+``results.jsonl`` and its image written at once, so an interrupted run keeps every finished
+prompt, and ``--resume latest`` continues with the next one. ``optimize.json`` records what
+defines the run (generator, reward, ReNO settings, seed, prompts); a resume with other settings
+is refused naming the first that differs.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+SETTINGS_FILE = "optimize.json"
+RESULTS_FILE = "results.jsonl"
 
 
 def add_arguments(p) -> None:
@@ -30,6 +41,8 @@ def add_arguments(p) -> None:
                         "--num-steps (default: 1 for flux-schnell, the authors' FLUX setting, else --num-steps)")
     p.add_argument("--save-iterates", action="store_true", help="also save the image of every iteration")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", nargs="?", const="latest", choices=["latest"], default=None,
+                   help="continue an interrupted run in --out with its next unfinished prompt (same settings)")
     add_output_args(p)
 
 
@@ -41,12 +54,56 @@ def _steps(res) -> dict:
     return out
 
 
+def _settings(args, generator, reward, cfg, prompts) -> dict:
+    """What defines an optimize run, as checked on resume."""
+    return {**generator.describe(), "reward": reward.spec(), "reward_weights": sorted(args.reward_weights or []),
+            "seed": args.seed, "iters": cfg.iters, "lr": cfg.lr, "max_grad_norm": cfg.max_grad_norm,
+            "norm_reg": cfg.norm_reg, "num_steps": cfg.num_steps, "optimize_steps": cfg.optimize_steps,
+            "save_iterates": cfg.keep_iterates, "prompts": list(prompts)}
+
+
+def _finished(out: Path, settings: dict) -> int:
+    """How many prompts of the run in ``out`` are finished, after checking that it is the same
+    run; a row torn by a kill (the last line, unparsable) is dropped from ``results.jsonl``."""
+    from hypernoise.errors import ConfigError, InputFileError
+
+    try:
+        saved = json.loads((out / SETTINGS_FILE).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"nothing to resume in {out}: it holds no {SETTINGS_FILE} of an optimize run; pass "
+                          f"another `out`, or `overwrite` to start afresh") from None
+    except (OSError, ValueError) as e:
+        raise InputFileError(f"cannot read {out / SETTINGS_FILE} ({e}); pass `overwrite` to start afresh") from None
+    for key, value in settings.items():
+        if not isinstance(saved, dict) or saved.get(key) != value:
+            was = saved.get(key) if isinstance(saved, dict) else saved
+            shown = "the prompts" if key == "prompts" else f"`{key}`"
+            raise ConfigError(f"cannot resume the run in {out}: {shown} differ (the run: {_short(was)}, now: "
+                              f"{_short(value)}); pass the run's settings, or another `out`")
+    rows = []
+    path = out / RESULTS_FILE
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            break
+        if not isinstance(row, dict) or row.get("index") != len(rows):
+            break
+        rows.append(line)
+    path.write_text("".join(r + "\n" for r in rows))
+    return len(rows)
+
+
+def _short(value, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def run(args) -> int:
     from hypernoise.cli.common import configure_threads, model_config, reward_weights
-    from hypernoise.errors import ConfigError
-    from hypernoise.io import find_prompts, output_folder
-    from hypernoise.methods.generate import save_png, seeded_noise
-    from hypernoise.methods.reno import RenoConfig, reno
+    from hypernoise.errors import ConfigError, Interrupted
+    from hypernoise.io import find_prompts, output_folder, write_json
+    from hypernoise.methods.reno import RenoConfig
     from hypernoise.rewards import build_reward, parse_spec
 
     configure_threads(args)
@@ -61,23 +118,51 @@ def run(args) -> int:
     generator.check_prompts(prompts)
     reward = build_reward(args.reward or generator.default_reward, device=str(generator.device),
                           per_reward=reward_weights(args))
+    settings = _settings(args, generator, reward, cfg, prompts)
     inputs = {"prompts": args.prompts, "pretrained": args.pretrained,
               "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
-    with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise optimize") as out:
-        with open(out / "results.jsonl", "w") as log:
-            for i, prompt in enumerate(prompts):
-                noise = seeded_noise(generator, args.seed)[0]
-                res = reno(generator, reward, noise, [prompt], cfg, progress=not args.no_progress, seeds=[args.seed])
-                history = res.extras["reward_history"][0].tolist()
-                row = {"index": i, "prompt": prompt, "seed": args.seed, "best_reward": float(res.reward[0]),
-                       "initial_reward": history[0], "reward_history": history, **_steps(res)}
-                save_png(res.samples[0], out / f"{i:03d}-best.png", prompt, args.seed,
-                         {"method": "reno", "reward": row["best_reward"], "reward_spec": reward.spec(), **_steps(res)})
-                for it, image in enumerate(res.extras.get("iterates", [[]])[0]):
-                    save_png(image, out / "iterates" / f"{i:03d}" / f"{it:03d}.png", prompt, args.seed, {"iteration": it})
-                log.write(json.dumps({**row, "cost": res.cost.to_dict()}) + "\n")
-                rendered = (f" ({row['render_steps']}-step render: {row['rendered_reward']:.4g})"
-                            if "rendered_reward" in row else "")
-                print(f"[{i + 1}/{len(prompts)}] {prompt!r}: reward {history[0]:.4g} -> {row['best_reward']:.4g}{rendered}")
-        print(f"wrote {out}/results.jsonl and the best image per prompt")
+    with output_folder(args.out, overwrite=args.overwrite, resume=bool(args.resume), inputs=inputs,
+                       command="hypernoise optimize") as out:
+        start = 0
+        if args.resume and any(not p.name.startswith(".hypernoise") for p in out.iterdir()):
+            start = _finished(out, settings)
+        elif args.resume:
+            print(f"nothing to resume in {out}: starting afresh", flush=True)
+        if start == 0:
+            write_json(out / SETTINGS_FILE, settings)
+        elif start == len(prompts):
+            print(f"nothing to resume: all {start} prompts of {out} are finished")
+            return 0
+        else:
+            print(f"resuming at prompt {start + 1} of {len(prompts)}", flush=True)
+        try:
+            for i in range(start, len(prompts)):
+                _optimize_one(generator, reward, cfg, prompts, i, args, out)
+        except KeyboardInterrupt:
+            done = _finished(out, settings)
+            raise Interrupted(f"interrupted: {done} of {len(prompts)} prompts finished ({out}/{RESULTS_FILE}); "
+                              f"continue with `resume` latest --out {out}") from None
+        print(f"wrote {out}/{RESULTS_FILE} and the best image per prompt")
         return 0
+
+
+def _optimize_one(generator, reward, cfg, prompts, i: int, args, out: Path) -> None:
+    """ReNO on prompt ``i``: its best image (and iterates), then its row in results.jsonl."""
+    from hypernoise.methods.generate import save_png, seeded_noise
+    from hypernoise.methods.reno import reno
+
+    prompt = prompts[i]
+    noise = seeded_noise(generator, args.seed)[0]
+    res = reno(generator, reward, noise, [prompt], cfg, progress=not args.no_progress, seeds=[args.seed])
+    history = res.extras["reward_history"][0].tolist()
+    row = {"index": i, "prompt": prompt, "seed": args.seed, "best_reward": float(res.reward[0]),
+           "initial_reward": history[0], "reward_history": history, **_steps(res)}
+    save_png(res.samples[0], out / f"{i:03d}-best.png", prompt, args.seed,
+             {"method": "reno", "reward": row["best_reward"], "reward_spec": reward.spec(), **_steps(res)})
+    for it, image in enumerate(res.extras.get("iterates", [[]])[0]):
+        save_png(image, out / "iterates" / f"{i:03d}" / f"{it:03d}.png", prompt, args.seed, {"iteration": it})
+    with open(out / RESULTS_FILE, "a") as log:  # the row last: a prompt with a row has its images
+        log.write(json.dumps({**row, "cost": res.cost.to_dict()}) + "\n")
+    rendered = f" ({row['render_steps']}-step render: {row['rendered_reward']:.4g})" if "rendered_reward" in row else ""
+    print(f"[{i + 1}/{len(prompts)}] {prompt!r}: reward {history[0]:.4g} -> {row['best_reward']:.4g}{rendered}",
+          flush=True)

@@ -58,7 +58,9 @@ class ShapesReward(Reward):
 
     def maps(self, images: torch.Tensor):
         """Class probabilities [B, 3, 6, H, W] (object classes; background dropped) and centre
-        heatmaps [B, 3, H, W] in (0, 1)."""
+        heatmaps [B, 3, H, W] in (0, 1). Images of another dtype (a bf16 generator's) are cast to
+        the net's, as the CLIP-family rewards do."""
+        images = images.to(next(self.net.parameters()).dtype)
         if images.shape[-2:] != (SIZE, SIZE):
             images = F.interpolate(images, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False)
         logits, _ = self.net(images)

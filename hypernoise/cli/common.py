@@ -220,6 +220,17 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gradient-checkpointing", action="store_true", help="recompute backbone activations in backward")
     g.add_argument("--report-to", choices=["tensorboard", "wandb"], default=None, help="experiment tracker")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v = p.add_argument_group("validation (held-out prompts, never the test prompts)")
+    v.add_argument("--validation-prompts", default=None, metavar="SOURCES",
+                   help="held-out prompts, in --prompts' forms: base and the trained model are scored on them with the "
+                        "training reward (and the world's GenEval) on fixed noises; writes OUT/validation.jsonl, "
+                        "OUT/validation/step-N.png and OUT/best, the adapter of the best validation reward")
+    v.add_argument("--validation-every", type=non_negative_int, default=None, metavar="N",
+                   help="validate every N optimizer steps and at the end (0: only at the end; default: about ten "
+                        "times a run, every steps/10)")
+    v.add_argument("--validation-seeds", type=seed_list, default=None, metavar="SEEDS",
+                   help=f"noise seeds per validation prompt, comma-separated (default "
+                        f"{','.join(map(str, d.validation_seeds))})")
 
 
 def train_settings(args) -> dict:
@@ -233,4 +244,5 @@ def train_settings(args) -> dict:
         checkpoint_every=args.checkpoint_every, checkpoints_total_limit=args.checkpoints_total_limit,
         lipschitz_every=args.lipschitz_every, mixed_precision=args.mixed_precision,
         gradient_checkpointing=args.gradient_checkpointing or None, report_to=args.report_to,
-        progress=False if args.no_progress else None)
+        progress=False if args.no_progress else None, validation_every=args.validation_every,
+        validation_seeds=args.validation_seeds)

@@ -43,7 +43,7 @@ def add_arguments(p) -> None:
     add_output_args(p, required=False)
 
 
-def _configs(args, generator, model):
+def _configs(args, generator, model, validation_prompts=None):
     from hypernoise.cli.common import hypernet_passes, reward_weights, train_settings
     from hypernoise.presets import default_config
 
@@ -51,7 +51,9 @@ def _configs(args, generator, model):
                           preset=args.preset,
                           objective=args.objective, alpha=args.alpha, reg_weight=args.reg_weight,
                           alpha_start=args.alpha_start, alpha_ramp=args.alpha_ramp, rank=args.rank,
-                          lora_alpha=args.lora_alpha, passes=hypernet_passes(args), **train_settings(args))
+                          lora_alpha=args.lora_alpha, passes=hypernet_passes(args),
+                          validation_prompts=tuple(validation_prompts) if validation_prompts else None,
+                          **train_settings(args))
 
 
 def run(args) -> int:
@@ -70,14 +72,22 @@ def run(args) -> int:
         raise ConfigError(f"--eval-seeds must be at least 1, got {args.eval_seeds}")
     if args.reward is not None:
         parse_spec(args.reward)  # fail on a bad spec before loading any model
+    if not args.validation_prompts and (args.validation_every is not None or args.validation_seeds is not None):
+        given = "`validation_every`" if args.validation_every is not None else "`validation_seeds`"
+        raise ConfigError(f"{given} needs `validation_prompts` (a file of held-out prompts)", field="validation_prompts")
     prompts = load_prompts(args.prompts) if args.prompts else None
+    validation = load_prompts(args.validation_prompts) if args.validation_prompts else None
     model = preset_model(model_config(args), args.preset)  # a preset may name the weights and the resolution
     generator = model.build()
-    cfg = _configs(args, generator, model)
+    cfg = _configs(args, generator, model, validation)
     print(f"preset: {generator.name}/{args.preset or 'default'}", flush=True)
     prompts = prompts or generator.default_prompts("train") or _bundled(generator)
     generator.check_prompts(prompts)
+    if validation:
+        generator.check_prompts(validation)
+        _warn_overlap(validation, prompts, generator)
     inputs = {"prompts": source_paths(args.prompts) if args.prompts else None, "pretrained": model.pretrained,
+              "validation_prompts": source_paths(args.validation_prompts) if args.validation_prompts else None,
               "resume": args.resume if args.resume != "latest" else None,
               "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
     with output_folder(args.out or f"runs/{generator.name}-{args.method}", overwrite=args.overwrite,
@@ -89,6 +99,7 @@ def run(args) -> int:
             print(f"interrupted at step {result.step}: checkpoint written; continue with --resume latest --out {out}")
             return 1
         _report_trials(out)
+        _report_validation(out)
         m = result.last_metrics
         print(f"trained {result.step} steps ({result.skipped_steps} skipped) in {result.seconds:.1f} s; "
               f"reward {m.get('reward', float('nan')):.4g}, kl {m.get('kl', float('nan')):.4g}")
@@ -108,6 +119,35 @@ def _bundled(generator) -> list:
     print(f"no --prompts: training {generator.name} on the {len(prompts)} bundled everyday prompts ({BUNDLED.name}), "
           f"a smoke test; pass --prompts for a real run", file=sys.stderr, flush=True)
     return prompts
+
+
+def _warn_overlap(validation, prompts, generator) -> None:
+    """One line on stderr each when validation prompts are also training prompts (validation then
+    measures fit) or the world's test prompts (choosing best/ on them leaks the test set)."""
+    import sys
+
+    test = generator.default_prompts("test") or []
+    for other, what, why in ((prompts, "training prompts", "validation then measures fit, not generalisation"),
+                             (test, f"test prompts of {generator.name}", "choosing best/ on them leaks the test set")):
+        others = set(other)
+        shared = [p for p in validation if p in others]
+        if shared:
+            print(f"warning: {len(shared)} of the {len(validation)} validation prompts are also {what} (e.g. "
+                  f"{shared[0]!r}): {why}; hold out other prompts", file=sys.stderr, flush=True)
+
+
+def _report_validation(out) -> None:
+    """One line on the best validation, when this run validated."""
+    import json
+
+    from hypernoise.training.validation import BEST_DIR, BEST_RECORD
+
+    path = out / BEST_DIR / BEST_RECORD
+    if path.is_file():
+        record = json.loads(path.read_text())
+        base = record["metrics"].get("base/reward")
+        print(f"validation: best at step {record['step']}, reward {record['reward']:.4g}"
+              + (f" (base {base:.4g})" if base is not None else "") + f"; its adapter: {out / BEST_DIR}")
 
 
 def _report_trials(out) -> None:

@@ -9,8 +9,9 @@ The LoRA layers are ``hypernoise.lora.BackboneLoRA``, the hypernetwork's own.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from safetensors.torch import load_file
@@ -49,6 +50,12 @@ class GeneratorLoRA(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.lora.params.values())
+
+    @contextlib.contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """g itself inside the context (the LoRA off), as a hypernetwork's ``adapters_disabled``."""
+        with self.lora.disabled():
+            yield
 
     def reinitialize(self, seed: int) -> None:
         """Re-draw A from ``seed`` and zero B: g itself again."""

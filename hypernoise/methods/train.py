@@ -5,7 +5,9 @@ method added later).
 
 ``TRAINING`` maps a method name to ``build(cfg, generator) -> TrainTask``; a task names what is
 saved (``task.adapter``, written to ``out_dir/adapter`` by ``adapter.save_adapter``) and the
-settings recorded with it (``task.run_settings(cfg)``). The trainer knows nothing else.
+settings recorded with it (``task.run_settings(cfg)``). The trainer knows nothing else. With
+``cfg.train.validation_prompts`` the run also validates on them (``methods.validation``) and keeps
+``out_dir/best``, the adapter of the best validation reward.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Callable, Optional, Sequence
 
 from hypernoise.adapter import save_adapter
 from hypernoise.generators.base import Generator
+from hypernoise.methods.validation import MethodValidator
 from hypernoise.registry import Registry
 from hypernoise.training import Trainer, TrainResult, TrainTask
 
@@ -37,9 +40,11 @@ def train(cfg, prompts: Sequence[str], out_dir, resume: Optional[str] = None, *,
     ``cfg.model.build()``) and ``task`` (default: the method's) may be given ready-made."""
     if task is None:
         task = TRAINING.build(method, cfg=cfg, generator=generator or cfg.model.build())
-    trainer = Trainer(task, cfg.train, out_dir, identity=run_identity(task, cfg))
+    settings = task.run_settings(cfg)
+    validator = MethodValidator(task, method, cfg.train, settings) if cfg.train.validation_prompts else None
+    trainer = Trainer(task, cfg.train, out_dir, identity=run_identity(task, cfg), validator=validator)
     result = trainer.fit(list(prompts), resume=resume)
     if trainer.is_main and not result.interrupted:
-        save_adapter(Path(out_dir) / "adapter", task.adapter, task.generator, task.run_settings(cfg))
+        save_adapter(Path(out_dir) / "adapter", task.adapter, task.generator, settings)
     trainer.acc.wait_for_everyone()
     return task, result

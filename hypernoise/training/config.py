@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -93,6 +94,22 @@ def check_seeds(seeds, name: str = "seeds") -> tuple:
     return out
 
 
+def check_prompt_list(prompts, name: str) -> tuple:
+    """``prompts`` as a tuple of non-empty strings, each listed once (a repeat would count twice in
+    every mean); empty is allowed."""
+    if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__iter__"):
+        raise ConfigError(f"`{name}` must be a list of prompts, got {prompts!r}", field=name)
+    out = tuple(prompts)
+    bad = next((p for p in out if not isinstance(p, str) or not p.strip()), None)
+    if bad is not None:
+        raise ConfigError(f"`{name}` must hold non-empty strings, got {bad!r}", field=name)
+    repeated = next(((p, n) for p, n in Counter(out).items() if n > 1), None)
+    if repeated:
+        raise ConfigError(f"`{name}` must list each prompt once; {repeated[0]!r} is given {repeated[1]} times",
+                          field=name)
+    return out
+
+
 def _positive(name: str, value, kind=int):
     if kind is int:
         check_int(value, name)
@@ -135,6 +152,13 @@ class TrainConfig:
     report_to: Optional[str] = field(default=None, metadata={"help": "tensorboard or wandb (imported only when asked for)"})
     max_nonfinite_streak: int = field(default=20, metadata={"help": "stop after this many non-finite steps in a row"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    validation_prompts: tuple = field(default=(), metadata={
+        "help": "held-out prompts scored every validation_every steps and at the end (never the test prompts); "
+                "empty: no validation"})
+    validation_every: Optional[int] = field(default=None, metadata={
+        "help": "validate every N optimizer steps and at the end (0: only at the end; default: about ten times a "
+                "run, every steps // 10); needs validation_prompts"})
+    validation_seeds: tuple = field(default=(0, 1), metadata={"help": "noise seeds per validation prompt"})
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "gradient_accumulation_steps", "log_every", "max_nonfinite_streak",
@@ -167,6 +191,19 @@ class TrainConfig:
             raise ConfigError(f"`report_to` must be tensorboard or wandb, got {self.report_to!r}", field="report_to")
         if self.max_grad_norm is not None:  # 0: no clipping; negative, NaN or inf: refused
             check_number(self.max_grad_norm, "max_grad_norm", 0.0, strict=False)
+        self.validation_prompts = check_prompt_list(self.validation_prompts, "validation_prompts")
+        self.validation_seeds = check_seeds(self.validation_seeds, "validation_seeds")
+        if self.validation_every is not None:
+            check_int(self.validation_every, "validation_every", low=0)
+        if self.validation_every and not self.validation_prompts:
+            raise ConfigError("`validation_every` needs `validation_prompts` (the held-out prompts to validate on)",
+                              field="validation_every")
+
+    @property
+    def validation_interval(self) -> int:
+        """Optimizer steps between validations (0: only at the end): ``validation_every``, else
+        about ten validations a run."""
+        return self.validation_every if self.validation_every is not None else max(1, self.steps // 10)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,6 +14,11 @@ optimizer; the one with the lowest mean loss over the second half of its trial i
 trains on from step ``trial_steps``, so the kept run is exactly the run that initialisation
 would have had alone. ``init_trials.json`` records every trial's score; a checkpoint is written
 right after the choice, so a resumed run never repeats the trials.
+
+Validation (``validator`` given; ``validation.py``): every ``validation_every`` steps and at the
+end, the main process scores the current weights on held-out prompts, appends to
+``validation.jsonl`` and keeps ``best/``; it runs under a forked RNG, so a run with validation
+trains exactly the weights of a run without. The best so far is part of the checkpoint state.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from hypernoise.training.checkpoint import latest_checkpoint, load_checkpoint, s
 from hypernoise.training.config import RUN_DEFINING, TrainConfig
 from hypernoise.training.data import NoiseSampler, PromptSampler
 from hypernoise.training.task import TrainTask
+from hypernoise.training.validation import ValidationRecord, Validator, log_to_trackers, validation_key
 
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
@@ -158,6 +164,13 @@ def _make_accelerator(config: TrainConfig, out_dir: Path):
         return Accelerator(**kwargs)
 
 
+def _tracker_config(cfg: TrainConfig) -> dict:
+    """The run's settings as trackers take them (scalars: TensorBoard's hparams refuse lists)."""
+    out = {k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
+    out["validation_prompts"] = len(cfg.validation_prompts)
+    return out
+
+
 def plain_json(value):
     """``value`` as it reads back from JSON (tuples become lists, unknown types strings)."""
     return json.loads(json.dumps(value, default=str))
@@ -169,10 +182,12 @@ class Trainer:
     ``identity``: what defines the run besides ``config`` (generator and weights, method, reward
     and its weights, objective, hypernetwork shape: ``methods.train.run_identity``); stored in
     every checkpoint, and a resume whose identity or run-defining config differs is refused with
-    the setting named.
+    the setting named. ``validator``: validates every ``config.validation_every`` steps and at the
+    end (``validation.py``); None: no validation.
     """
 
-    def __init__(self, task: TrainTask, config: TrainConfig, out_dir, accelerator=None, identity: Optional[dict] = None):
+    def __init__(self, task: TrainTask, config: TrainConfig, out_dir, accelerator=None, identity: Optional[dict] = None,
+                 validator: Optional[Validator] = None):
         self.task, self.cfg, self.out_dir = task, config, Path(out_dir)
         self.identity = plain_json(identity or {})
         self.acc = accelerator or _make_accelerator(config, self.out_dir)
@@ -185,6 +200,9 @@ class Trainer:
         self.model, self.optimizer = self.acc.prepare(self.task, self.optimizer)
         self.step, self.skipped, self.streak = 0, 0, 0
         self._log_sink: Optional[list] = None  # metrics held back (initialisation trials) instead of logged
+        self.validator = validator
+        self.validation = ValidationRecord(self.out_dir, validation_key(config.validation_prompts,
+                                                                        config.validation_seeds))
 
     # ----------------------------------------------------------------- state
     @property
@@ -193,7 +211,8 @@ class Trainer:
 
     def _state(self) -> dict:
         return {"skipped_steps": self.skipped, "nonfinite_streak": self.streak,
-                "num_processes": self.acc.num_processes, "config": self.cfg.to_dict(), "run": self.identity}
+                "num_processes": self.acc.num_processes, "config": self.cfg.to_dict(), "run": self.identity,
+                "validation_best": self.validation.best}
 
     def save(self) -> Optional[Path]:
         """Write a checkpoint of the current step (main process only); all processes wait."""
@@ -216,6 +235,9 @@ class Trainer:
         self.step = int(state["step"])
         self.skipped = int(state.get("skipped_steps", 0))
         self.streak = int(state.get("nonfinite_streak", 0))
+        dropped = self.validation.restore(state.get("validation_best")) if self.validator is not None else None
+        if dropped and self.is_main:
+            print(f"resuming {self.out_dir}: {dropped}", flush=True)
 
     def _check_same_identity(self, saved: dict, path: Path) -> None:
         """Refuse a checkpoint of another run: generator, weights, method, reward, objective or
@@ -259,12 +281,14 @@ class Trainer:
         if resume_path is not None:
             self.load(resume_path)
         if cfg.report_to not in (None, "none"):
-            acc.init_trackers("hypernoise", config={k: v for k, v in cfg.to_dict().items() if v is not None})
+            acc.init_trackers("hypernoise", config=_tracker_config(cfg))
         per, world = cfg.batch_size, acc.num_processes
         prompt_sampler = prompt_sampler or PromptSampler(prompts, per * world, cfg.seed)
         noise_sampler = noise_sampler or NoiseSampler(self.task.latent_shape, per * world, cfg.seed, cfg.noise_mode,
                                                       cfg.gradient_accumulation_steps)
         self._truncate_metrics()
+        if self.validator is not None and self.is_main:
+            self.validation.truncate(self.step)
         t0 = time.perf_counter()
         if cfg.init_trials > 1 and resume_path is None and self.step == 0:
             self._select_initialisation(prompt_sampler, noise_sampler, per, world)
@@ -275,6 +299,8 @@ class Trainer:
                 last = self._train_step(prompt_sampler, noise_sampler, per, world)
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.4g}", reward=f"{last['reward']:.4g}")
+                if self._validation_due():
+                    self._validate()  # before the checkpoint, whose state holds the best so far
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save()
             bar.close()
@@ -334,6 +360,8 @@ class Trainer:
         if self.is_main:
             write_json(self.out_dir / TRIALS_FILE, {"kept": best["trial"], "score": "mean loss over the second half of each trial",
                                                    "trial_steps": cfg.trial_steps, "trials": trials})
+        if self._validation_due():
+            self._validate()
         self.save()
 
     def _train_step(self, prompt_sampler, noise_sampler, per: int, world: int) -> dict:
@@ -390,6 +418,24 @@ class Trainer:
         if self.step % cfg.log_every == 0 or self.step == cfg.steps:
             self._log(metrics)
         return metrics
+
+    # ----------------------------------------------------------------- validation
+    def _validation_due(self) -> bool:
+        """Every ``validation_interval`` steps and at the last step (the same answer on every process)."""
+        every = self.cfg.validation_interval
+        return self.validator is not None and (self.step == self.cfg.steps or every > 0 and self.step % every == 0)
+
+    def _validate(self) -> None:
+        """Validate the weights of this step (main process; the others wait). The RNG streams are
+        forked, so that training draws exactly what it would have drawn without validation."""
+        if self.is_main:
+            devices = [self.acc.device] if self.acc.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                result = self.validator.run(self.step)
+            self.validation.write(self.step, result, self.validator.save_adapter)
+            if self.cfg.report_to not in (None, "none"):
+                log_to_trackers(self.acc, self.step, result)
+        self.acc.wait_for_everyone()
 
     # ----------------------------------------------------------------- logging
     def _log(self, metrics: dict) -> None:

@@ -6,6 +6,9 @@
       hypernoise.json             generator, latent shape, hypernetwork and training settings,
                                   library version
 
+An adapter argument may also be a Hugging Face Hub id (``owner/name[@revision][/subfolder]``,
+``hypernoise.hub``), fetched through the Hugging Face cache; an existing local path wins.
+
 Loading checks that the folder belongs to the generator it is loaded into. A peft folder with no
 ``hypernoise.json`` (the paper's released adapters) loads as a LoRA hypernetwork on the
 generator's backbone, with ``adapter_model.safetensors`` or ``adapter_model.bin``, keys with or
@@ -30,6 +33,7 @@ from hypernoise import __version__
 from hypernoise.errors import AdapterError, plain
 from hypernoise.io import save_tensors
 from hypernoise.generators.base import Generator
+from hypernoise.hub import resolve_adapter_source
 from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, NoiseHypernetwork
 from hypernoise.registry import Registry
 from hypernoise.training.checkpoint import json_kind
@@ -88,11 +92,12 @@ def _write_adapter(tmp: Path, hypernet: NoiseHypernetwork, generator: Generator,
     (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
 
 
-def resolve_adapter_folder(folder) -> Path:
+def resolve_adapter_folder(folder, subfolder: Optional[str] = None) -> Path:
     """``folder`` as an adapter folder path, or an ``AdapterError`` that names the folder to pass
     instead: a training run's folder (which holds ``adapter/``) or a file inside an adapter folder
-    (its ``.safetensors``, its json) is answered with "pass RUN/adapter", not "does not exist"."""
-    folder = Path(folder)
+    (its ``.safetensors``, its json) is answered with "pass RUN/adapter", not "does not exist".
+    A Hub id (no such local path) is fetched through the Hugging Face cache (``hub``)."""
+    folder = resolve_adapter_source(folder, subfolder)
     markers = (META_FILE, PEFT_CONFIG_FILE)
     if folder.is_file():
         parent = folder.parent
@@ -195,9 +200,13 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise AdapterError(f"{folder} has no {WEIGHTS_FILE} (or adapter_model.bin); pass the adapter/ folder that training wrote")
 
 
-def load_adapter(generator: Generator, folder, on_build: Optional[Callable] = None) -> NoiseHypernetwork:
-    """Build the hypernetwork recorded in ``folder`` on ``generator`` and load its weights."""
-    folder = resolve_adapter_folder(folder)  # a run folder or a file inside adapter/: names the folder to pass
+def load_adapter(generator: Generator, folder, on_build: Optional[Callable] = None,
+                 subfolder: Optional[str] = None) -> NoiseHypernetwork:
+    """Build the hypernetwork recorded in ``folder`` (a folder, or a Hub id with an optional
+    ``subfolder``) on ``generator`` and load its weights. ``on_build(hypernet)`` is called once
+    the hypernetwork is built, before its weights load (so a caller can take it out again if
+    loading fails)."""
+    folder = resolve_adapter_folder(folder, subfolder)  # a run folder or a file inside adapter/: names the folder to pass
     meta = read_metadata(folder)
     if meta is not None:
         check_compatible(meta, generator, folder)
@@ -211,6 +220,8 @@ def load_adapter(generator: Generator, folder, on_build: Optional[Callable] = No
         hypernet = HYPERNETS.build(config.get("type", "lora"), generator=generator, config=config)  # ConfigError is a ValueError
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise AdapterError(f"adapter {folder} has an unusable hypernetwork config ({plain(str(e))})") from None
+    if on_build is not None:
+        on_build(hypernet)
     try:
         hypernet.load_trainable_state_dict(weights)
     except KeyError as e:

@@ -101,3 +101,24 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         load_plugins()
         return iter(sorted(self._factories))
+
+
+def lazy_exports(namespace: dict, module: str, names) -> tuple[Callable, Callable]:
+    """A package's ``__getattr__`` and ``__dir__`` exporting ``names`` of ``module``, imported on
+    first use (PEP 562), so that importing the package stays light:
+
+        __getattr__, __dir__ = lazy_exports(globals(), "hypernoise.pipeline", ("attach", "detach"))
+    """
+    names = tuple(names)
+
+    def __getattr__(name: str):
+        if name in names:
+            value = getattr(importlib.import_module(module), name)
+            namespace[name] = value
+            return value
+        raise AttributeError(f"module {namespace.get('__name__')!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(names))
+
+    return __getattr__, __dir__

@@ -24,7 +24,8 @@ def add_arguments(p) -> None:
 
     add_model_args(p)
     p.add_argument("--method", choices=list(METHODS), default="base", help="what generates the images")
-    p.add_argument("--adapter", default=None, help="adapter folder (hypernoise, finetune)")
+    p.add_argument("--adapter", default=None,
+                   help="adapter folder (hypernoise, finetune), or a Hub id OWNER/NAME[@REVISION][/SUBFOLDER]")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (GenEval metadata); default: the generator's test prompts")
     p.add_argument("--seeds", type=seed_list, default="0,1,2,3",
                    help="comma-separated seeds per prompt, each once (default 0,1,2,3)")

@@ -1,7 +1,9 @@
 """What the three diffusers generators share: loading, family detection, checkpointing.
 
 Loading takes a Hugging Face model id or a local folder written by ``save_pretrained`` (a
-``model_index.json`` plus one folder per component). Hub ids resolve through the Hugging Face
+``model_index.json`` plus one folder per component); ``from_pipeline`` wraps a pipeline object the
+user already holds instead (``hypernoise.attach``), and the ``call_*`` methods read one of its
+calls the way its ``__call__`` does. Hub ids resolve through the Hugging Face
 cache and honour ``HF_HUB_OFFLINE``; nothing is downloaded when it is set. The family of a folder
 is read from ``model_index.json`` (``_class_name``), which is how ``--generator auto`` works.
 
@@ -10,19 +12,20 @@ diffusers itself is imported only inside functions: importing hypernoise stays l
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
 
 from hypernoise.devices import resolve_device, resolve_dtype  # noqa: F401  (the families' device and dtype)
 from hypernoise.errors import ConfigError, WeightsNotFoundError
-from hypernoise.generators.base import Generator
-from hypernoise.generators.registry import GENERATORS
+from hypernoise.generators.base import Conditioning, Generator
+from hypernoise.generators.registry import GENERATORS, PIPELINES
 
 MODEL_INDEX = "model_index.json"
 
@@ -124,9 +127,10 @@ def load_pipeline(pipeline_class: str, pretrained: str, dtype: torch.dtype, devi
 class DiffusersGenerator(Generator):
     """A frozen diffusers pipeline seen through the ``Generator`` protocol.
 
-    Subclasses set the class attributes, build ``latent_shape`` and implement ``encode_uncached``,
-    ``generate`` and ``backbone_delta``. The pipeline object is kept (not as a submodule) for its
-    helpers; its modules are registered here so that ``.to()`` and ``freeze()`` reach them.
+    Subclasses set the class attributes and implement ``encode_prompts``, ``generate``,
+    ``backbone_delta`` and, for ``hypernoise.attach``, ``call_conditioning`` and ``call_noise``. The
+    pipeline object is kept (not as a submodule) for its helpers; its modules are registered here
+    so that ``.to()`` and ``freeze()`` reach them.
     """
 
     #: diffusers pipeline class the family loads with
@@ -171,8 +175,21 @@ class DiffusersGenerator(Generator):
         default = self.default_size()
         self.height, self.width = int(height or default), int(width or default)
         self.check_size()
+        self.latent_shape = self.latent_shape_at(self.height, self.width)
+
+    @classmethod
+    def from_pipeline(cls, pipe, height: Optional[int] = None, width: Optional[int] = None) -> "DiffusersGenerator":
+        """The generator around a pipeline object the user already holds: its own modules (one
+        copy of the weights), nothing frozen, moved or cast. ``height``/``width``: the size whose
+        noise shape adapters are checked against (default: the pipeline's own)."""
+        return cls(pipe, getattr(pipe, "name_or_path", None) or "", height, width)
 
     # ----------------------------------------------------------------- configuration
+    def latent_shape_at(self, height: int, width: int) -> tuple:
+        """The noise shape of one ``height`` x ``width`` image: [C, H/f, W/f], f the VAE's factor."""
+        f = int(self.pipeline.vae_scale_factor)
+        return (int(self.net.config.in_channels), height // f, width // f)
+
     def default_size(self) -> int:
         """Image side in pixels when none is given: sample size x VAE scale factor, as diffusers does."""
         return int(self.net.config.sample_size) * int(self.pipeline.vae_scale_factor)
@@ -231,6 +248,65 @@ class DiffusersGenerator(Generator):
     def disable_gradient_checkpointing(self) -> "DiffusersGenerator":
         self.net.disable_gradient_checkpointing()
         return self
+
+    # ----------------------------------------------------------------- one call of the user's pipeline
+    # ``call``: the arguments of a ``pipeline(...)`` call as its ``__call__`` sees them (bound to
+    # its signature, defaults applied). These methods read it the way that ``__call__`` does.
+    def call_size(self, call: dict) -> tuple[int, int]:
+        """(height, width) of the images the call makes, defaulted as its ``__call__`` defaults them."""
+        default = self.default_size()
+        return int(call.get("height") or default), int(call.get("width") or default)
+
+    def call_settings(self, call: dict) -> dict:
+        """The attributes this generator takes from the call to run f_phi as the call runs: its size."""
+        height, width = self.call_size(call)
+        return {"height": height, "width": width}
+
+    @contextlib.contextmanager
+    def for_call(self, call: dict) -> Iterator["DiffusersGenerator"]:
+        """This generator set up as the call runs (``call_settings``, and the latent shape of its
+        size) inside the context; its own settings are restored at exit."""
+        settings = self.call_settings(call)
+        saved = {k: getattr(self, k) for k in (*settings, "latent_shape")}
+        try:
+            for key, value in settings.items():
+                setattr(self, key, value)
+            self.check_size()
+            self.latent_shape = self.latent_shape_at(self.height, self.width)
+            yield self
+        finally:
+            for key, value in saved.items():
+                setattr(self, key, value)
+
+    @property
+    def call_device(self) -> torch.device:
+        """The device the pipeline runs a call on (diffusers' ``_execution_device``: offloading aware)."""
+        return self.pipeline._execution_device
+
+    def call_conditioning(self, call: dict) -> Conditioning:
+        """The conditioning of the call's prompts (or its ``prompt_embeds``) as its ``__call__``
+        encodes them: one row per image, ``num_images_per_prompt`` rows per prompt."""
+        raise NotImplementedError(f"generator {self.name!r} cannot read a pipeline call")
+
+    def call_noise(self, call: dict, cond: Conditioning) -> torch.Tensor:
+        """The initial noise x0 [rows of ``cond``, *latent_shape] of the call: its ``latents``, or
+        what its ``__call__`` draws from its ``generator``, in the layout the pipeline takes as
+        ``latents=`` (before any scaling it applies to them)."""
+        raise NotImplementedError(f"generator {self.name!r} cannot read a pipeline call")
+
+    def call_arguments(self, call: dict, cond: Conditioning) -> dict:
+        """Arguments of the call to replace, besides ``latents``, when the pipeline runs it (none)."""
+        return {}
+
+
+def generator_for_pipeline(pipe, height: Optional[int] = None, width: Optional[int] = None) -> DiffusersGenerator:
+    """The generator of ``pipe``'s family around ``pipe``'s own modules (``from_pipeline``), found
+    in ``PIPELINES`` by the pipeline's class or the nearest base class registered there."""
+    for klass in type(pipe).__mro__:
+        if klass.__name__ in PIPELINES:
+            return PIPELINES.build(klass.__name__, pipe=pipe, height=height, width=width)
+    known = ", ".join(PIPELINES)
+    raise ConfigError(f"a {type(pipe).__name__} has no HyperNoise generator family; pipelines that have one: {known}")
 
 
 @GENERATORS.register("auto", help="detect the family from --pretrained's model_index.json and build it")

@@ -9,6 +9,10 @@ Sampling: flow-matching Euler over sigmas linspace(1, 1/N, N) (shifted as the sc
 says), the transformer called at t / 1000; latents are unpacked, unscaled (/ scaling + shift)
 and decoded. The noise hypernetwork pass is the transformer at flow time 1.0 with no guidance
 (FLUX-Schnell has no guidance embedding; a guidance-distilled FLUX gets the sampling guidance).
+
+A user's pipeline call (``hypernoise.attach``) gives f_phi the prompt embeddings that call encodes
+(its negative prompt, for true CFG, is not f_phi's business), the packed noise that
+``FluxPipeline.prepare_latents`` draws at the call's size, and the call's guidance scale.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 from hypernoise.generators.base import Conditioning
 from hypernoise.devices import resolve_device, resolve_dtype
 from hypernoise.generators.diffusers_common import DiffusersGenerator, load_pipeline
-from hypernoise.generators.registry import GENERATORS
+from hypernoise.generators.registry import GENERATORS, PIPELINES
 
 NOISE_FLOW_TIME = 1.0
 
@@ -39,8 +43,6 @@ class FluxGenerator(DiffusersGenerator):
     def __init__(self, pipe, pretrained: str, height: Optional[int] = None, width: Optional[int] = None,
                  max_sequence_length: int = 512, guidance_scale: float = 3.5):
         super().__init__(pipe, pretrained, height, width)
-        f = 2 * int(pipe.vae_scale_factor)  # VAE downsampling times the 2x2 packing
-        self.latent_shape = ((self.height // f) * (self.width // f), int(self.net.config.in_channels))
         self.max_sequence_length = int(max_sequence_length)
         self.guidance_scale = float(guidance_scale)
 
@@ -48,7 +50,11 @@ class FluxGenerator(DiffusersGenerator):
         return int(self.pipeline.default_sample_size) * int(self.pipeline.vae_scale_factor)
 
     def size_multiple(self) -> int:
-        return 2 * int(self.pipeline.vae_scale_factor)
+        return 2 * int(self.pipeline.vae_scale_factor)  # VAE downsampling times the 2x2 packing
+
+    def latent_shape_at(self, height: int, width: int) -> tuple:
+        f = self.size_multiple()
+        return ((height // f) * (width // f), int(self.net.config.in_channels))
 
     # ----------------------------------------------------------------- layout
     def unpack_noise(self, noise: torch.Tensor) -> torch.Tensor:
@@ -65,8 +71,10 @@ class FluxGenerator(DiffusersGenerator):
         return [("tokenizer", int(self.pipeline.tokenizer.model_max_length)), ("tokenizer_2", self.max_sequence_length)]
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        embeds, pooled, _ = self.pipeline.encode_prompt(prompts, prompt_2=None, device=self.device,
-                                                        max_sequence_length=self.max_sequence_length)
+        return self._encode(prompts, prompt_2=None, device=self.device, max_sequence_length=self.max_sequence_length)
+
+    def _encode(self, prompt, **options) -> Conditioning:
+        embeds, pooled, _ = self.pipeline.encode_prompt(prompt, **options)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
     def _transformer(self, latents: torch.Tensor, cond: Conditioning, timestep: torch.Tensor, guidance):
@@ -110,6 +118,29 @@ class FluxGenerator(DiffusersGenerator):
         timestep = torch.full((noise.shape[0],), NOISE_FLOW_TIME, device=noise.device, dtype=self.dtype)
         return self._transformer(noise.to(self.dtype), cond, timestep, self._guidance(noise.shape[0], noise.device))
 
+    # ----------------------------------------------------------------- a user's pipeline call
+    def call_size(self, call: dict) -> tuple[int, int]:
+        """The call's size, rounded down to the packing multiple as ``FluxPipeline.prepare_latents`` does."""
+        f, (height, width) = self.size_multiple(), super().call_size(call)
+        return f * (height // f), f * (width // f)
+
+    def call_settings(self, call: dict) -> dict:
+        return {**super().call_settings(call), "guidance_scale": float(call["guidance_scale"])}
+
+    def call_conditioning(self, call: dict) -> Conditioning:
+        scale = (call["joint_attention_kwargs"] or {}).get("scale")
+        return self._encode(call["prompt"], prompt_2=call["prompt_2"], prompt_embeds=call["prompt_embeds"],
+                            pooled_prompt_embeds=call["pooled_prompt_embeds"], device=self.call_device,
+                            num_images_per_prompt=call["num_images_per_prompt"],
+                            max_sequence_length=call["max_sequence_length"], lora_scale=scale)
+
+    def call_noise(self, call: dict, cond: Conditioning) -> torch.Tensor:
+        """``FluxPipeline.prepare_latents`` as its ``__call__`` runs it: packed [rows, seq, 4C]."""
+        embeds = cond["prompt_embeds"]
+        latents, _ = self.pipeline.prepare_latents(embeds.shape[0], self.latent_shape[1] // 4, self.height, self.width,
+                                                   embeds.dtype, self.call_device, call["generator"], call["latents"])
+        return latents
+
 
 @GENERATORS.register("flux-schnell", help="FLUX.1-schnell (transformer, flow matching, 4 steps) through diffusers")
 def build_flux_schnell(pretrained: Optional[str] = None, device=None, dtype=None, height: Optional[int] = None,
@@ -119,3 +150,6 @@ def build_flux_schnell(pretrained: Optional[str] = None, device=None, dtype=None
     pretrained = pretrained or FluxGenerator.default_pretrained
     pipe = load_pipeline(FluxGenerator.pipeline_class, pretrained, resolve_dtype(dtype, device), device)
     return FluxGenerator(pipe, pretrained, height, width, max_sequence_length, guidance_scale)
+
+
+PIPELINES.register(FluxGenerator.pipeline_class, help="FLUX-Schnell")(FluxGenerator.from_pipeline)

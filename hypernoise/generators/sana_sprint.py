@@ -9,6 +9,11 @@ drawn from ``rng`` when one is given.
 
 The noise hypernetwork pass is the transformer on the raw noise at flow time 1.0 with guidance
 4.5 x ``guidance_embeds_scale``, exactly as the reference code runs it (METHOD.md).
+
+A user's pipeline call (``hypernoise.attach``) gives f_phi the prompt embeddings that call
+encodes (``SanaSprintPipeline.__call__`` adds its complex human instruction unless it is passed
+as None, which is how this generator and the reference code encode) and the noise that
+``prepare_latents`` draws at the call's size (after resolution binning), before ``sigma_data``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 from hypernoise.generators.base import Conditioning
 from hypernoise.devices import resolve_device, resolve_dtype
 from hypernoise.generators.diffusers_common import DiffusersGenerator, load_pipeline
-from hypernoise.generators.registry import GENERATORS
+from hypernoise.generators.registry import GENERATORS, PIPELINES
 
 GUIDANCE_SCALE = 4.5  # the pipeline's default, and the reference's hypernetwork guidance
 MAX_TIMESTEP = 1.57080  # pi/2: pure noise in TrigFlow time (the pipeline's max_timesteps)
@@ -46,8 +51,6 @@ class SanaSprintGenerator(DiffusersGenerator):
     def __init__(self, pipe, pretrained: str, height: Optional[int] = None, width: Optional[int] = None,
                  max_sequence_length: int = 300, guidance_scale: float = GUIDANCE_SCALE):
         super().__init__(pipe, pretrained, height, width)
-        f = int(pipe.vae_scale_factor)
-        self.latent_shape = (int(self.net.config.in_channels), self.height // f, self.width // f)
         self.max_sequence_length = int(max_sequence_length)
         self.guidance_scale = float(guidance_scale)
 
@@ -58,8 +61,11 @@ class SanaSprintGenerator(DiffusersGenerator):
         return [("tokenizer", self.max_sequence_length)]
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        embeds, mask = self.pipeline.encode_prompt(prompts, device=self.device, complex_human_instruction=None,
-                                                   max_sequence_length=self.max_sequence_length)
+        return self._encode(prompts, device=self.device, complex_human_instruction=None,
+                            max_sequence_length=self.max_sequence_length)
+
+    def _encode(self, prompt, **options) -> Conditioning:
+        embeds, mask = self.pipeline.encode_prompt(prompt, **options)
         return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
 
     def _guidance(self, batch: int, scale: float, dtype: torch.dtype, device) -> torch.Tensor:
@@ -100,6 +106,39 @@ class SanaSprintGenerator(DiffusersGenerator):
         guidance = self._guidance(b, GUIDANCE_SCALE, self.dtype, noise.device)
         return self._transformer(noise, cond, timestep, guidance)
 
+    # ----------------------------------------------------------------- a user's pipeline call
+    def call_size(self, call: dict) -> tuple[int, int]:
+        """The call's size after ``SanaSprintPipeline.__call__``'s resolution binning (step 1); a
+        backbone the bins do not fit is left to the pipeline, which refuses it."""
+        from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_1024_BIN
+
+        height, width = int(call["height"]), int(call["width"])
+        if call["use_resolution_binning"] and self.net.config.sample_size == 32:
+            return self.pipeline.image_processor.classify_height_width_bin(height, width, ratios=ASPECT_RATIO_1024_BIN)
+        return height, width
+
+    def call_conditioning(self, call: dict) -> Conditioning:
+        """Encoded as the call encodes, then repeated ``num_images_per_prompt`` times per prompt, the
+        attention mask like the embeddings (``SanaSprintPipeline.encode_prompt`` repeats the mask
+        in prompt-list order instead, so a list of prompts gets another prompt's mask)."""
+        scale = (call["attention_kwargs"] or {}).get("scale")
+        cond = self._encode(call["prompt"], num_images_per_prompt=1, device=self.call_device,
+                            prompt_embeds=call["prompt_embeds"], prompt_attention_mask=call["prompt_attention_mask"],
+                            clean_caption=call["clean_caption"], max_sequence_length=call["max_sequence_length"],
+                            complex_human_instruction=call["complex_human_instruction"], lora_scale=scale)
+        return {k: v.repeat_interleave(int(call["num_images_per_prompt"] or 1), dim=0) for k, v in cond.items()}
+
+    def call_arguments(self, call: dict, cond: Conditioning) -> dict:
+        """The call's prompts as the embeddings f_phi saw (encoded once, the mask in the right order)."""
+        return {"prompt": None, "prompt_embeds": cond["prompt_embeds"],
+                "prompt_attention_mask": cond["prompt_attention_mask"], "num_images_per_prompt": 1}
+
+    def call_noise(self, call: dict, cond: Conditioning) -> torch.Tensor:
+        """``SanaSprintPipeline.prepare_latents`` as its ``__call__`` runs it (float32, before ``sigma_data``)."""
+        rows = cond["prompt_embeds"].shape[0]
+        return self.pipeline.prepare_latents(rows, self.latent_shape[0], self.height, self.width, torch.float32,
+                                             self.call_device, call["generator"], call["latents"])
+
 
 @GENERATORS.register("sana-sprint", help="SANA-Sprint (transformer, SCM, 1-4 steps, 1024 px) through diffusers")
 def build_sana_sprint(pretrained: Optional[str] = None, device=None, dtype=None, height: Optional[int] = None,
@@ -110,3 +149,5 @@ def build_sana_sprint(pretrained: Optional[str] = None, device=None, dtype=None,
     pipe = load_pipeline(SanaSprintGenerator.pipeline_class, pretrained, resolve_dtype(dtype, device), device)
     return SanaSprintGenerator(pipe, pretrained, height, width, max_sequence_length, guidance_scale)
 
+
+PIPELINES.register(SanaSprintGenerator.pipeline_class, help="SANA-Sprint")(SanaSprintGenerator.from_pipeline)

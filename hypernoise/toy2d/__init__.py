@@ -12,8 +12,7 @@ trainer) is imported only when one of its names is first used, so loading the pl
 
 from __future__ import annotations
 
-import importlib
-
+from hypernoise.registry import lazy_exports
 from hypernoise.toy2d import presets  # noqa: F401  (registers the "toy2d" training preset)
 from hypernoise.toy2d.generator import Toy2DGenerator, build_toy2d, toy2d_map
 from hypernoise.toy2d.rewards import Corner, HalfPlane, Ring
@@ -24,14 +23,4 @@ _EXPERIMENT_NAMES = ("TOY_REWARDS", "Toy2DConfig", "evaluate_toy2d", "kl_to_tilt
 
 __all__ = ["Toy2DGenerator", "build_toy2d", "toy2d_map", "HalfPlane", "Ring", "Corner", *_EXPERIMENT_NAMES]
 
-
-def __getattr__(name: str):
-    if name in _EXPERIMENT_NAMES:
-        value = getattr(importlib.import_module("hypernoise.toy2d.experiment"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPERIMENT_NAMES))
+__getattr__, __dir__ = lazy_exports(globals(), "hypernoise.toy2d.experiment", _EXPERIMENT_NAMES)

@@ -1,0 +1,108 @@
+"""Adapters on the Hugging Face Hub: an adapter argument that is a Hub id, to a local folder.
+
+    resolve_adapter_source("runs/a/adapter")                        a local path that exists: itself
+    resolve_adapter_source("lucaeyring/HyperNoise_Sana_Sprint_0.6B")     the repository's snapshot
+    resolve_adapter_source("owner/name@v1")                               ... at revision v1
+    resolve_adapter_source("owner/name@v1/sana")                          ... its folder sana
+    resolve_adapter_source("owner/name", subfolder="sana")                the same, as an argument
+
+A path that exists always wins over a Hub id spelt the same. A Hub id is ``OWNER/NAME``, then
+optionally ``@REVISION`` (a branch, tag or commit) and ``/SUBFOLDER`` (the ``hf://`` spelling).
+It is fetched with ``huggingface_hub.snapshot_download`` through the Hugging Face cache
+(``HF_HUB_CACHE``), adapter files only (json, safetensors, bin); with ``HF_HUB_OFFLINE`` set
+nothing is downloaded, and an adapter missing from the cache is one ``AdapterError`` line naming
+the id and the cache. huggingface_hub is imported only when a Hub id is resolved.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from hypernoise.errors import AdapterError
+
+#: OWNER/NAME[@REVISION][/SUBFOLDER]; OWNER starts with a letter or digit, so "./x", "../x", "/x", "~/x" are paths
+_HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^/@\s]+))?(?:/(?P<subfolder>[^@\s]+))?")
+#: the files of an adapter folder (this library's and peft's)
+ADAPTER_FILES = ("*.json", "*.safetensors", "*.bin")
+
+
+@dataclass(frozen=True)
+class HubAdapter:
+    """An adapter in a Hub repository: ``repo_id``, ``revision`` (None: main), ``subfolder``."""
+
+    repo_id: str
+    revision: Optional[str] = None
+    subfolder: Optional[str] = None
+
+    def __str__(self) -> str:
+        revision, subfolder = f"@{self.revision}" if self.revision else "", f"/{self.subfolder}" if self.subfolder else ""
+        return self.repo_id + revision + subfolder
+
+    def patterns(self) -> list[str]:
+        """``allow_patterns`` of the download: the adapter files, inside ``subfolder`` if any."""
+        return [f"{self.subfolder}/{p}" if self.subfolder else p for p in ADAPTER_FILES]
+
+
+def parse_hub_id(source: str, subfolder: Optional[str] = None) -> Optional[HubAdapter]:
+    """``source`` as a Hub adapter, or None where it cannot be one (it is spelt as a path).
+    ``subfolder`` joins the one in the id (``owner/name/a`` with ``subfolder="b"``: ``a/b``)."""
+    match = _HUB_ID.fullmatch(str(source))
+    if match is None:
+        return None
+    parts = [p.strip("/") for p in (match["subfolder"], subfolder) if p and p.strip("/")]
+    return HubAdapter(match["repo"], match["revision"], "/".join(parts) or None)
+
+
+def resolve_adapter_source(source, subfolder: Optional[str] = None) -> Path:
+    """The local folder of an adapter argument: ``source`` (joined with ``subfolder``) when that
+    path exists or ``source`` cannot be a Hub id, else the Hub adapter's folder in the cache
+    (downloaded unless ``HF_HUB_OFFLINE`` is set). Whether the folder is an adapter is checked
+    by the caller (``adapter.resolve_adapter_folder``)."""
+    path = Path(source).expanduser()
+    local = path / subfolder if subfolder else path
+    hub = None if path.exists() else parse_hub_id(str(source), subfolder)
+    return local if hub is None else fetch(hub)
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as huggingface_hub read it at import, or as it is set now."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def fetch(hub: HubAdapter) -> Path:
+    """The adapter's folder in the Hugging Face cache, downloaded first unless offline."""
+    from huggingface_hub import constants, snapshot_download
+
+    offline = hub_offline()
+    try:
+        root = snapshot_download(hub.repo_id, revision=hub.revision, allow_patterns=hub.patterns(),
+                                 local_files_only=offline)
+    except Exception as e:  # not cached offline, no such repo or revision, no network, a bad id: one line each
+        raise AdapterError(_fetch_failed(hub, e, offline, constants.HF_HUB_CACHE)) from None
+    folder = Path(root) / hub.subfolder if hub.subfolder else Path(root)
+    if not folder.is_dir():
+        raise AdapterError(f"Hub adapter {hub}: the repository has no folder {hub.subfolder!r}; pass the "
+                           f"subfolder that holds adapter_config.json or hypernoise.json")
+    return folder
+
+
+def _fetch_failed(hub: HubAdapter, error: Exception, offline: bool, cache: str) -> str:
+    kind = type(error).__name__
+    if offline:
+        return (f"adapter {hub} is not a local folder and not in the Hugging Face cache {cache} "
+                f"(HF_HUB_OFFLINE is set, so nothing is downloaded); fetch it once online "
+                f"(hf download {hub.repo_id}) or pass a local adapter folder")
+    if kind in ("RepositoryNotFoundError", "GatedRepoError"):
+        return (f"adapter {hub} is not a local folder, and the Hugging Face Hub has no repository {hub.repo_id} "
+                f"you can read (log in with `hf auth login` if it is private)")
+    if kind == "RevisionNotFoundError":
+        return f"adapter {hub}: the Hub repository {hub.repo_id} has no revision {hub.revision!r}"
+    why = (str(error).strip().splitlines() or [""])[0][:160]
+    return (f"adapter {hub} is not a local folder and could not be fetched from the Hugging Face Hub "
+            f"({kind}: {why}) nor found in the cache {cache}; check the network, or pass a local adapter folder")

@@ -31,6 +31,7 @@ COMMANDS = {
     "toy2d": ("toy2d", "the analytic 2-D world: train and check against the exact tilted distribution"),
     "rewards": ("rewards", "list the rewards and where each loads its weights from"),
     "convert-reward": ("convert_reward", "convert an original reward checkpoint once into a fast safetensors folder"),
+    "push-to-hub": ("push_to_hub", "upload a trained adapter folder, with its model card, to the Hugging Face Hub"),
 }
 
 

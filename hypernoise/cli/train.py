@@ -40,6 +40,13 @@ def add_arguments(p) -> None:
                    help=f"noise seeds 0..N-1 per test prompt in the closing before/after evaluation, where the "
                         f"generator's world has a judge (default {EVAL_SEEDS})")
     add_train_args(p)
+    h = p.add_argument_group("the Hugging Face Hub")
+    h.add_argument("--push-to-hub", action="store_true",
+                   help="upload OUT/adapter with its model card when training ends (checked before training: a token, "
+                        "HF_HUB_OFFLINE unset)")
+    h.add_argument("--hub-model-id", default=None, metavar="NAME",
+                   help="the model repo, NAME or OWNER/NAME (default: the --out folder's name)")
+    h.add_argument("--hub-private", action="store_true", help="create the repo private")
     add_output_args(p, required=False)
 
 
@@ -66,6 +73,13 @@ def run(args) -> int:
     from hypernoise.rewards import parse_spec
 
     configure_threads(args)
+    if (args.hub_model_id or args.hub_private) and not args.push_to_hub:
+        raise ConfigError("--hub-model-id and --hub-private apply with --push-to-hub; add it, or push later with "
+                          "hypernoise push-to-hub RUN/adapter NAME")
+    if args.push_to_hub:
+        from hypernoise.publish import check_can_push
+
+        check_can_push()  # offline or no token: said now, not after the run
     if args.method == "finetune" and args.hypernet_passes is not None:
         raise ConfigError("--hypernet-passes applies to --method hypernoise; drop it for finetune")
     if args.eval_seeds < 1:
@@ -106,7 +120,24 @@ def run(args) -> int:
         if args.method == "hypernoise":
             _report(task, args, out)
         print(f"adapter: {out}/adapter   metrics: {out}/metrics.jsonl")
+        _publish(args, out)
         return 0
+
+
+def _publish(args, out) -> None:
+    """The model card with what the run measured (before/after, samples) and, with --push-to-hub,
+    the upload."""
+    from hypernoise.card import write_model_card
+
+    repo_id = (args.hub_model_id or out.resolve().name) if args.push_to_hub else None
+    card = write_model_card(out / "adapter", repo_id)
+    if card is not None:
+        print(f"model card: {card}")
+    if args.push_to_hub:
+        from hypernoise.publish import push_to_hub
+
+        url = push_to_hub(out / "adapter", repo_id, private=args.hub_private)
+        print(f"pushed {out}/adapter to {url}")
 
 
 def _bundled(generator) -> list:

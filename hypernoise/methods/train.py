@@ -7,7 +7,8 @@ method added later).
 saved (``task.adapter``, written to ``out_dir/adapter`` by ``adapter.save_adapter``) and the
 settings recorded with it (``task.run_settings(cfg)``). The trainer knows nothing else. With
 ``cfg.train.validation_prompts`` the run also validates on them (``methods.validation``) and keeps
-``out_dir/best``, the adapter of the best validation reward.
+``out_dir/best``, the adapter of the best validation reward. ``adapter/README.md`` is the model
+card (``card``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from hypernoise.adapter import save_adapter
+from hypernoise.card import write_model_card
 from hypernoise.generators.base import Generator
 from hypernoise.methods.validation import MethodValidator
 from hypernoise.registry import Registry
@@ -46,5 +48,6 @@ def train(cfg, prompts: Sequence[str], out_dir, resume: Optional[str] = None, *,
     result = trainer.fit(list(prompts), resume=resume)
     if trainer.is_main and not result.interrupted:
         save_adapter(Path(out_dir) / "adapter", task.adapter, task.generator, settings)
+        write_model_card(Path(out_dir) / "adapter")  # README.md: settings, validation, usage
     trainer.acc.wait_for_everyone()
     return task, result

@@ -1,0 +1,192 @@
+"""Model cards and publishing (issue 20, item 3): every training run writes adapter/README.md with
+the Hub's YAML header, its settings, what it measured and how to use it; `--push-to-hub` and
+`hypernoise push-to-hub` upload the folder through huggingface_hub's own API (faked here: no
+network), and refuse an offline or token-less push before any training."""
+
+import json
+
+import pytest
+
+from hypernoise.card import GENERATED, model_card, write_model_card
+from hypernoise.cli.main import main
+
+
+def _yaml_header(text: str) -> dict:
+    """The card's YAML header as {key: value or [items]} (the flat form the card writes)."""
+    assert text.startswith("---\n")
+    header, out, key = text.split("---\n")[1], {}, None
+    for line in header.splitlines():
+        if line.startswith("- "):
+            out[key].append(line[2:])
+        else:
+            key, _, value = line.partition(": ")
+            key = key.rstrip(":")
+            out[key] = value if value else []
+    return out
+
+
+class FakeApi:
+    """Records what huggingface_hub.HfApi would have been asked to do."""
+
+    calls: list = []
+    fail = None
+
+    def __init__(self, token=None):
+        FakeApi.calls.append(("init", {"token": token}))
+
+    def create_repo(self, repo_id, **kwargs):
+        FakeApi.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        if FakeApi.fail:
+            raise FakeApi.fail
+
+        class Url(str):
+            pass
+
+        url = Url(f"https://huggingface.co/{repo_id}")
+        url.repo_id = repo_id if "/" in repo_id else f"me/{repo_id}"
+        return url
+
+    def upload_folder(self, **kwargs):
+        files = sorted(p.name for p in __import__("pathlib").Path(kwargs["folder_path"]).iterdir())
+        FakeApi.calls.append(("upload_folder", {**kwargs, "files": files}))
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    import huggingface_hub
+
+    FakeApi.calls, FakeApi.fail = [], None
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return FakeApi
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("card") / "run"
+    assert main(["train", "--generator", "shapes", "--steps", "2", "--batch-size", "4", "--eval-seeds", "1",
+                 "--no-progress", "--out", str(run)]) == 0
+    return run
+
+
+def test_every_training_run_writes_a_card_with_what_it_measured(shapes_run):
+    card = (shapes_run / "adapter" / "README.md").read_text()
+    header = _yaml_header(card)
+    assert header["library_name"] == "hypernoise" and "noise-hypernetwork" in header["tags"]
+    assert "base_model" not in header  # the built-in world is not on the Hub
+    meta = json.loads((shapes_run / "adapter" / "hypernoise.json").read_text())
+    assert f"| reward | `{meta['settings']['reward']}` |" in card and "| steps | 2 |" in card
+    scores = json.loads((shapes_run / "before_after.json").read_text())
+    overall = scores["hypernoise"]["geneval"]["overall"]
+    assert f"| overall | {scores['base']['geneval']['overall']:.3f} | {overall:.3f} |" in card
+    assert "![base (top) and HyperNoise (bottom)" in card and (shapes_run / "adapter" / "samples.png").is_file()
+    assert f"--adapter {(shapes_run / 'adapter').resolve()}" in card and card.rstrip().splitlines()[-1].startswith(GENERATED)
+
+
+def test_a_users_own_readme_is_never_overwritten(shapes_run, tmp_path):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(shapes_run / "adapter", adapter)
+    (adapter / "README.md").write_text("# my own card\n")
+    assert write_model_card(adapter, "me/x") is None
+    assert (adapter / "README.md").read_text() == "# my own card\n"
+
+
+def test_push_to_hub_uploads_the_folder_with_a_card_naming_the_repo(shapes_run, tmp_path, hub, capsys):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(shapes_run / "adapter", adapter)
+    assert main(["push-to-hub", str(adapter), "me/shapes-hn", "--hub-private"]) == 0
+    create = [c for name, c in hub.calls if name == "create_repo"][0]
+    upload = [c for name, c in hub.calls if name == "upload_folder"][0]
+    assert create == {"repo_id": "me/shapes-hn", "private": True, "exist_ok": True, "repo_type": "model"}
+    assert upload["repo_id"] == "me/shapes-hn" and upload["folder_path"] == str(adapter)
+    assert upload["repo_type"] == "model"
+    assert {"README.md", "adapter_model.safetensors", "hypernoise.json", "samples.png"} <= set(upload["files"])
+    assert "--adapter me/shapes-hn" in (adapter / "README.md").read_text()
+    assert "pushed" in capsys.readouterr().out
+
+
+def test_a_failed_upload_is_one_line_and_changes_nothing_local(shapes_run, tmp_path, hub, capsys):
+    import shutil
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(shapes_run / "adapter", adapter)
+    before = {p.name: p.read_bytes() for p in adapter.iterdir() if p.name != "README.md"}
+    hub.fail = HfHubHTTPError.__new__(HfHubHTTPError)  # built without a live HTTP response
+    Exception.__init__(hub.fail, "403 Forbidden: you cannot write to this namespace")
+    assert main(["push-to-hub", str(adapter), "someone-else/x"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "403 Forbidden" in err and "push again with" in err, err
+    assert {p.name: p.read_bytes() for p in adapter.iterdir() if p.name != "README.md"} == before
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("offline", "HF_HUB_OFFLINE set"),
+    ("no-token", "no Hugging Face token"),
+])
+def test_train_refuses_a_push_that_would_fail_before_training(tmp_path, monkeypatch, capsys, setup, message):
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    if setup == "offline":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    out = tmp_path / "run"
+    assert main(["train", "--generator", "toy2d", "--steps", "2", "--push-to-hub", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_train_push_to_hub_uploads_after_the_run(tmp_path, hub):
+    out = tmp_path / "my-run"
+    assert main(["train", "--generator", "shapes", "--steps", "1", "--batch-size", "2", "--eval-seeds", "1",
+                 "--no-progress", "--push-to-hub", "--out", str(out)]) == 0
+    upload = [c for name, c in hub.calls if name == "upload_folder"][0]
+    assert upload["repo_id"] == "me/my-run" and upload["folder_path"] == str(out / "adapter")
+    assert "--adapter my-run" in (out / "adapter" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--generator", "toy2d", "--hub-model-id", "me/x"], "--hub-model-id and --hub-private apply with --push-to-hub"),
+    (["push-to-hub", "{run}", "me/x"], "pass {run}/adapter"),
+    (["push-to-hub", "{missing}", "me/x"], "does not exist"),
+    (["push-to-hub", "{run}/adapter", "a b"], "must be NAME or OWNER/NAME"),
+])
+def test_bad_push_arguments_are_one_line(shapes_run, tmp_path, hub, capsys, argv, message):
+    fill = {"run": str(shapes_run), "missing": str(tmp_path / "nope")}
+    argv = [a.format(**fill) for a in argv]
+    assert main(argv) in (1, 2)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.format(**fill) in err, err
+    assert not [c for name, c in hub.calls if name == "upload_folder"]
+
+
+def test_cards_of_real_families_name_the_base_model_and_its_licence(shapes_run, tmp_path):
+    """A run on local copies of SANA-Sprint / SD-Turbo / FLUX weights names the family's Hub model;
+    a Hub id recorded as the weights is named as it is."""
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(shapes_run / "adapter", adapter)
+    meta = json.loads((adapter / "hypernoise.json").read_text())
+    expected = {"sana-sprint": ("Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers", "other", "SanaSprintPipeline"),
+                "sd-turbo": ("stabilityai/sd-turbo", "other", "AutoPipelineForText2Image"),
+                "flux-schnell": ("black-forest-labs/FLUX.1-schnell", "apache-2.0", "FluxPipeline")}
+    for generator, (base, licence, pipeline) in expected.items():
+        (adapter / "hypernoise.json").write_text(json.dumps({**meta, "generator": generator,
+                                                             "pretrained": str(tmp_path / "local-copy")}))
+        header = _yaml_header(card := model_card(adapter))
+        assert header["base_model"] == base and header["license"] == licence and generator in header["tags"]
+        assert f"from diffusers import {pipeline}" in card and f'from_pretrained("{base}"' in card
+    (adapter / "hypernoise.json").write_text(json.dumps({**meta, "generator": "sana-sprint",
+                                                         "pretrained": "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"}))
+    assert _yaml_header(model_card(adapter))["base_model"] == "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"

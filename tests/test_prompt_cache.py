@@ -58,3 +58,46 @@ def test_a_generator_uses_the_bound_it_is_given(tiny_generator):
     gen = tiny_generator.set_prompt_cache(limit_mb=0)
     assert gen.encode(["a red square"])  # still encodes
     assert len(gen.prompt_cache) == 0
+
+
+def test_the_pages_stay_within_the_limit_plus_one_page_and_slots_are_reused():
+    from hypernoise.generators.cache import PAGE_BYTES
+
+    enc, cache = CountingEncoder(), ConditioningCache(limit_mb=16 / 1024)  # 64 rows of 256 bytes
+    for start in range(0, 10_000, 50):
+        cache.get([f"prompt {i}" for i in range(start, start + 50)], enc)
+        assert cache.allocated_bytes <= 16 * 1024 + PAGE_BYTES
+    assert len(cache._pages) == 1  # one kind of row: every entry reused the first page's slots
+
+
+def test_a_row_read_in_the_call_that_evicts_it_is_still_right():
+    """The cached row of "a" is read, then storing "b" evicts "a" and reuses its slot: the output
+    was built before, so "a" is still its own encoding."""
+    enc, cache = CountingEncoder(), ConditioningCache(limit_mb=256 / 2**20)  # one row
+    cache.get(["a"], enc)
+    out = cache.get(["a", "b"], enc)
+    torch.testing.assert_close(out["embeds"], CountingEncoder()(["a", "b"])["embeds"])
+    assert len(cache) == 1 and enc.encoded == ["a", "b"]
+
+
+def test_a_row_larger_than_the_whole_cache_is_not_kept():
+    enc, cache = CountingEncoder(), ConditioningCache(limit_mb=100 / 2**20)  # smaller than one 256-byte row
+    cache.get(["a"], enc), cache.get(["a"], enc)
+    assert enc.encoded == ["a", "a"] and len(cache) == 0 and cache.allocated_bytes == 0
+
+
+@pytest.mark.slow
+def test_the_prompt_scale_benchmark_runs_and_memory_stays_flat(tmp_path):
+    """benchmarks/prompt_scale.py --quick: tiny SANA-Sprint trained in fresh processes on 2k distinct
+    prompts; the 10x longer run's peak within 10 % of the short run's (the full run: 100k prompts)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "prompt_scale.py"
+    spec = importlib.util.spec_from_file_location("prompt_scale", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--out", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert set(result["runs"]) == {"short", "long", "unbounded", "no-cache"} and result["met"]

@@ -63,3 +63,29 @@ def test_an_interrupted_generate_keeps_the_images_it_finished(tmp_path):
     assert proc.returncode == 130 and len(lines) == 1 and f"images written to {out}" in lines[0], err
     assert f"{len(pngs)} of 4000" in lines[0] and 0 < len(pngs) < 4000
     assert "Traceback" not in err and not _debris(tmp_path)
+
+
+def test_a_full_disk_while_writing_the_adapter_keeps_the_checkpoint(tmp_path, monkeypatch, capsys):
+    """The disk fills up exactly when the finished run writes adapter/: one line, exit 1, no
+    half-written adapter or temporary folder, and the final checkpoint stays; --resume latest
+    then writes the adapter."""
+    import errno
+
+    import hypernoise.adapter
+    from hypernoise.cli.main import main
+
+    def full(tensors, path, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(hypernoise.adapter, "save_tensors", full)
+    out = tmp_path / "run"
+    assert main(["train", "--generator", "toy2d", "--steps", "3", "--no-progress", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "free space" in err, err
+    assert not (out / "adapter").exists() and not _debris(tmp_path)
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
+    assert (out / "checkpoints" / "checkpoint-000003" / "state.json").is_file()
+    monkeypatch.undo()  # space freed: the same command with --resume latest writes the adapter
+    assert main(["train", "--generator", "toy2d", "--steps", "3", "--no-progress", "--out", str(out),
+                 "--resume", "latest"]) == 0
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -185,8 +185,23 @@ def test_cards_of_real_families_name_the_base_model_and_its_licence(shapes_run, 
         (adapter / "hypernoise.json").write_text(json.dumps({**meta, "generator": generator,
                                                              "pretrained": str(tmp_path / "local-copy")}))
         header = _yaml_header(card := model_card(adapter))
+        yaml = pytest.importorskip("yaml")
+        assert yaml.safe_load(card.split("---\n")[1]) == header  # the Hub's YAML reads what the card means
         assert header["base_model"] == base and header["license"] == licence and generator in header["tags"]
         assert f"from diffusers import {pipeline}" in card and f'from_pretrained("{base}"' in card
     (adapter / "hypernoise.json").write_text(json.dumps({**meta, "generator": "sana-sprint",
                                                          "pretrained": "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"}))
     assert _yaml_header(model_card(adapter))["base_model"] == "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"
+
+
+def test_the_card_renders_valid_yaml_and_links_an_image_in_its_folder(shapes_run):
+    """The Hub parses the header as YAML; every image the card links is a file of the folder."""
+    import re
+
+    yaml = pytest.importorskip("yaml")
+    adapter = shapes_run / "adapter"
+    card = (adapter / "README.md").read_text()
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["library_name"] == "hypernoise" and isinstance(header["tags"], list)
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card)
+    assert links and all((adapter / link).is_file() for link in links)

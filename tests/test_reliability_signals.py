@@ -85,6 +85,7 @@ def test_an_evaluate_interrupted_before_any_prompt_finished_writes_nothing(tmp_p
     assert not out.exists()
 
 
+@pytest.mark.slow  # a real bench up to ReNO: ~12 s; the partial path itself is also covered by the next test
 def test_an_interrupted_bench_keeps_the_finished_methods_and_names_the_trained_adapter(tmp_path, monkeypatch, capsys):
     real = hypernoise.bench.evaluate
 

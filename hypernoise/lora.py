@@ -12,12 +12,18 @@ target list names one (the paper's released adapters do), it gets the dense LoRA
 built: A a full convolution (r, C_in, kh, kw), B a 1x1 convolution (C_out, r, 1, 1), registered
 through peft's custom-module mechanism so that keys, adapter switching and saving stay peft's.
 
+Switching off costs nothing per pass: ``BackboneLoRA.disabled`` puts each LoRA layer's base layer
+back in its parent for the duration (a ``LoraSite`` records where each LoRA layer sits), so g runs
+the plain backbone's modules, not peft's wrappers with their switch off. ``merged_copy`` builds a
+plain layer holding W + scaling B A, for inference modes that run the adapted backbone as a plain
+one (``LoRAHypernetwork.merged``).
+
 Gradient checkpointing: ``adapter_state_checkpoint`` is the checkpoint function a generator
 hands to diffusers' ``enable_gradient_checkpointing``. Plain checkpointing recomputes a block in
 backward under the adapters' state at that moment; HyperNoise runs g with adapters off and calls
 backward after switching them back on, so g's blocks would be recomputed as f_phi's (wrong
 gradients, or a CheckpointError). This function records each block's adapter state in forward
-and restores it for the recomputation.
+(what occupies each site, and each layer's switch) and restores it for the recomputation.
 
 peft is imported when a LoRA is built, not when this module is.
 """
@@ -25,6 +31,7 @@ peft is imported when a LoRA is built, not when this module is.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
@@ -184,6 +191,81 @@ def redraw_lora(layers: list, adapter_name: str, init: str, seed: int) -> None:
                 layer.reset_lora_parameters(adapter_name, peft_init)
 
 
+# --------------------------------------------------------------------------- sites: where each LoRA layer sits
+@dataclass(eq=False)
+class LoraSite:
+    """The place of one peft LoRA layer in a backbone: the child ``name`` of ``parent``.
+
+    It holds the peft layer itself (attached: adapters on or off by their switch), its base layer
+    (bypassed: exactly the plain backbone's module, no peft code runs) or a merged copy
+    (``merged_copy``). ``occupant`` is whichever is there now; ``place`` puts another.
+    """
+
+    parent: nn.Module
+    name: str
+    layer: nn.Module  # the peft tuner layer
+    base: nn.Module = field(init=False)  # its base layer
+    active: bool = field(init=False, default=True)  # False once the LoRA is removed
+
+    def __post_init__(self):
+        self.base = self.layer.get_base_layer()
+
+    @property
+    def occupant(self) -> nn.Module:
+        return self.parent._modules[self.name]
+
+    def place(self, module: nn.Module) -> None:
+        # the child already exists under this name, so this is what nn.Module.__setattr__ ends in,
+        # without its checks (a few microseconds each, hundreds of sites, every pass of g)
+        self.parent._modules[self.name] = module
+
+
+#: parent module -> {child name: its LoraSite}; weak, so that a dropped backbone is not kept alive
+_SITES: "weakref.WeakKeyDictionary[nn.Module, dict[str, LoraSite]]" = weakref.WeakKeyDictionary()
+
+
+def register_sites(backbone: nn.Module) -> list[LoraSite]:
+    """Record where every peft LoRA layer now in ``backbone`` sits (idempotent) and return those sites."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    sites = []
+    for name, module in backbone.named_modules():
+        if isinstance(module, BaseTunerLayer):
+            parent_name, _, child = name.rpartition(".")
+            parent = backbone.get_submodule(parent_name) if parent_name else backbone
+            here = _SITES.setdefault(parent, {})
+            if child not in here or here[child].layer is not module:
+                here[child] = LoraSite(parent, child, module)
+            sites.append(here[child])
+    return sites
+
+
+def lora_sites(module: nn.Module) -> list[LoraSite]:
+    """The registered LoRA sites inside ``module``, whatever occupies them now."""
+    return [site for m in module.modules() for site in _SITES.get(m, {}).values()]
+
+
+def _unregister(site: LoraSite) -> None:
+    site.active = False
+    here = _SITES.get(site.parent, {})
+    if here.get(site.name) is site:
+        del here[site.name]
+
+
+@contextlib.contextmanager
+def placed(sites: list, modules: list) -> Iterator[None]:
+    """Put ``modules[i]`` at ``sites[i]`` inside the context; the previous occupants come back at exit."""
+    before = [site.occupant for site in sites]
+    for site, module in zip(sites, modules):
+        site.place(module)
+    try:
+        yield
+    finally:
+        for site, module in zip(sites, before):
+            if site.active:  # a LoRA removed inside the context stays removed
+                site.place(module)
+
+
 # --------------------------------------------------------------------------- adapter switches, checkpointing
 def _switch_adapters(layers: list, enabled: list) -> None:
     """Turn each LoRA layer's adapters on or off, as peft's forward reads them.
@@ -207,21 +289,65 @@ def _adapters_switched(layers: list, enabled: list) -> Iterator[None]:
         _switch_adapters(layers, before)
 
 
+@contextlib.contextmanager
+def _adapter_state(sites: list, occupants: list, layers: list, enabled: list) -> Iterator[None]:
+    """The occupant of every site and the switch of every LoRA layer as given, inside the context."""
+    with placed(sites, occupants), _adapters_switched(layers, enabled):
+        yield
+
+
 def adapter_state_checkpoint(module: nn.Module, *args, **kwargs):
     """``torch.utils.checkpoint`` of ``module(*args)`` whose backward recomputation runs under the
-    adapter switches (on/off per LoRA layer) that were in force during this forward pass.
+    adapter state that was in force during this forward pass: what occupied each LoRA site inside
+    ``module`` (the peft layer, its bypassing base layer or a merged copy) and each layer's switch.
 
     Pass it to diffusers as ``backbone.enable_gradient_checkpointing(gradient_checkpointing_func=...)``.
     """
     from torch.utils.checkpoint import checkpoint
 
-    layers = tuner_layers(module)
-    enabled = [not layer.disable_adapters for layer in layers]
+    sites = lora_sites(module)
+    layers = list({id(layer): layer for layer in [s.layer for s in sites] + tuner_layers(module)}.values())
+    state = (sites, [s.occupant for s in sites], layers, [not layer.disable_adapters for layer in layers])
 
     def contexts():
-        return contextlib.nullcontext(), _adapters_switched(layers, enabled)
+        return contextlib.nullcontext(), _adapter_state(*state)
 
     return checkpoint(module.__call__, *args, use_reentrant=False, context_fn=contexts, **kwargs)
+
+
+# --------------------------------------------------------------------------- merged copies (inference)
+def mergeable(layer: nn.Module) -> bool:
+    """Whether ``merged_copy`` merges the peft ``layer``: a plain Linear / Conv2d base with
+    vanilla LoRA (no DoRA, not the dense LoRA of a grouped convolution)."""
+    return (type(layer.get_base_layer()) in (nn.Linear, nn.Conv2d) and hasattr(layer, "get_delta_weight")
+            and not isinstance(layer, _dense_grouped_conv_class()) and not any(layer.use_dora.values()))
+
+
+def merged_copy(layer: nn.Module, delta_only: bool = False) -> Optional[nn.Module]:
+    """A plain ``nn.Linear`` / ``nn.Conv2d`` that computes what the peft ``layer`` computes with its
+    active adapters on: weight W + sum_a scaling_a B_a A_a (peft's own ``get_delta_weight``), summed
+    in fp32 and stored in W's dtype, the base bias shared (not copied). ``delta_only``: the LoRA
+    delta alone (weight sum_a scaling_a B_a A_a, no bias; the hypernetwork's final projection).
+    None where the delta is not a weight of the base layer's shape (the dense LoRA of grouped
+    convolutions) or the layer is no plain Linear / Conv2d: such a site keeps its peft layer.
+    """
+    if not mergeable(layer):
+        return None
+    base = layer.get_base_layer()
+    names = [a for a in layer.active_adapters if a in layer.lora_A]
+    with torch.no_grad():
+        delta = sum(layer.get_delta_weight(a).float() for a in names) if names else torch.zeros_like(base.weight.float())
+        weight = delta if delta_only else base.weight.float() + delta
+    bias = None if delta_only else base.bias
+    with torch.device("meta"):
+        if isinstance(base, nn.Linear):
+            plain = nn.Linear(base.in_features, base.out_features, bias=bias is not None)
+        else:
+            plain = nn.Conv2d(base.in_channels, base.out_channels, base.kernel_size, base.stride, base.padding,
+                             base.dilation, base.groups, bias=bias is not None, padding_mode=base.padding_mode)
+    plain.weight = nn.Parameter(weight.to(base.weight.dtype), requires_grad=False)
+    plain.bias = bias
+    return plain.train(base.training)
 
 
 class BackboneLoRA:
@@ -229,6 +355,7 @@ class BackboneLoRA:
 
     ``params``: peft-layout key (``proj_out.lora_A.weight``) -> trainable fp32 parameter.
     ``layers``: every LoRA layer of the backbone (of any adapter), for switching.
+    ``sites``: where each of them sits (``LoraSite``), for bypassing and merging.
     """
 
     def __init__(self, backbone: nn.Module, settings: LoraSettings, adapter_name: Optional[str] = None):
@@ -251,6 +378,7 @@ class BackboneLoRA:
             p.data = p.data.float()
             p.requires_grad_(True)
         self.layers = tuner_layers(backbone)
+        self.sites = register_sites(backbone)
 
     def reinitialize(self, seed: int) -> None:
         """Re-draw A from ``seed`` and zero B: the LoRA adds nothing again (``redraw_lora``)."""
@@ -258,10 +386,28 @@ class BackboneLoRA:
 
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:
-        """Every LoRA layer of the backbone off inside the context (the backbone is g); the
-        previous switches are restored at exit. ``requires_grad`` is left alone."""
-        with _adapters_switched(self.layers, [False] * len(self.layers)):
+        """Every LoRA layer of the backbone off inside the context (the backbone is g); what was
+        there before is restored at exit. ``requires_grad`` is left alone.
+
+        Off means bypassed: each site holds its base layer, so the module tree is the plain
+        backbone's and a pass costs what it costs without LoRA; peft's own switch would still
+        run its wrapper around every adapted layer (``_switch_adapters``). The peft layers are
+        out of the tree meanwhile; their switches are left as they are.
+        """
+        with placed(self.sites, [site.base for site in self.sites]):
             yield
+
+    def merged_copies(self, delta_only: tuple = ()) -> tuple[list[LoraSite], list[nn.Module]]:
+        """The sites that merge and a ``merged_copy`` of each (the peft layers in ``delta_only``:
+        their LoRA delta alone). Each copy holds one new weight tensor of its base layer's shape
+        and dtype; sites that do not merge (dense LoRA on grouped convolutions) are left out."""
+        sites, copies = [], []
+        for site in self.sites:
+            merged = merged_copy(site.layer, delta_only=any(site.layer is layer for layer in delta_only))
+            if merged is not None:
+                sites.append(site)
+                copies.append(merged)
+        return sites, copies
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The LoRA weights in peft's key layout (detached, fp32)."""
@@ -289,6 +435,9 @@ class BackboneLoRA:
         """Take every LoRA layer out of the backbone: it is its original modules again."""
         from peft.tuners.tuners_utils import BaseTunerLayer
 
+        for site in self.sites:  # whatever occupies a site now (a bypassing base layer, a merged copy)
+            site.place(site.base)
+            _unregister(site)
         for name, module in list(self.backbone.named_modules()):
             if isinstance(module, BaseTunerLayer):
                 parent, _, child = name.rpartition(".")
@@ -298,4 +447,4 @@ class BackboneLoRA:
             configs.pop(self.adapter_name, None)
             if not configs:
                 del self.backbone.peft_config
-        self.layers, self.params = [], {}
+        self.layers, self.params, self.sites = [], {}, []

@@ -9,7 +9,9 @@ def add_arguments(p) -> None:
     from hypernoise.cli.common import add_model_args, add_output_args, add_passes_arg, positive_int, seed_arg
 
     add_model_args(p)
-    p.add_argument("--adapter", default=None, help="adapter folder written by `hypernoise train` (or the paper's peft folder)")
+    p.add_argument("--adapter", default=None,
+                   help="adapter folder written by `hypernoise train` (or the paper's peft folder), or a Hub id "
+                        "OWNER/NAME[@REVISION][/SUBFOLDER]")
     p.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the first image of each prompt")
@@ -17,6 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--num-steps", type=positive_int, default=None, help="generator steps (default: the generator's)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="images per batch")
     add_passes_arg(p)
+    p.add_argument("--merged", action="store_true",
+                   help="with a LoRA adapter: keep a merged copy of its layers while generating, so that the "
+                        "hypernetwork pass costs one plain backbone forward (memory: about one more backbone)")
     p.add_argument("--compare", action="store_true", help="also write base images from the same noise and a side-by-side grid")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (generate draws none today; accepted as on every command that runs a model)")
@@ -52,6 +57,8 @@ def run(args) -> int:
     passes = hypernet_passes(args)
     if passes and not args.adapter:
         raise ConfigError("--hypernet-passes needs --adapter DIR (it sets how the hypernetwork is applied)")
+    if args.merged and not args.adapter:
+        raise ConfigError("--merged needs --adapter DIR (it merges the adapter's LoRA for generation)")
     if args.compare and not args.adapter:
         raise ConfigError("--compare needs --adapter DIR (it compares base and HyperNoise images)")
     generator = model_config(args).build()
@@ -73,7 +80,7 @@ def run(args) -> int:
         written: list = []
         try:
             images = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size,
-                                     passes=passes, on_image=save)
+                                     passes=passes, on_image=save, merged=args.merged)
         except KeyboardInterrupt:
             print(f"interrupted: {len(written)} of {len(pairs)} images written to {out}; run the command again "
                   f"with --overwrite for all of them", file=sys.stderr)

@@ -12,7 +12,8 @@ objective charges, and each pass costs one more network evaluation.
 
 ``adapters_disabled()`` is the context in which the frozen generator g runs: for the LoRA
 variant it switches the backbone's adapters off (g and f_phi share one copy of the weights),
-for the MLP variant it does nothing.
+for the MLP variant it does nothing. ``merged()`` is an opt-in inference mode in which a pass of
+f_phi costs one plain forward of its network (the LoRA variant keeps merged weights meanwhile).
 """
 
 from __future__ import annotations
@@ -82,6 +83,13 @@ class NoiseHypernetwork(nn.Module):
     def adapters_disabled(self) -> Iterator[None]:
         """Run the frozen generator inside this context."""
         yield
+
+    @contextlib.contextmanager
+    def merged(self) -> Iterator["NoiseHypernetwork"]:
+        """Inference mode in which a pass of f_phi costs what its plain network costs (the LoRA
+        variant merges its adapters into a copy of the adapted layers); outputs are unchanged up to
+        rounding. A no-op for variants that have nothing to merge."""
+        yield self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The weights the optimizer updates (fp32)."""

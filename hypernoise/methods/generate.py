@@ -10,6 +10,7 @@ batched kernels), and the base and HyperNoise images of a seed share their noise
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -36,7 +37,8 @@ def _generate_batch(generator: Generator, prompts: list[str], seeds: list[int], 
 def generate_images(generator: Generator, prompts: Sequence[str], seeds: Sequence[int],
                     num_steps: Optional[int] = None, hypernet: Optional[NoiseHypernetwork] = None,
                     batch_size: int = 4, base: bool = False, passes: Optional[int] = None,
-                    on_image: Optional[Callable[[int, torch.Tensor], None]] = None) -> list[torch.Tensor]:
+                    on_image: Optional[Callable[[int, torch.Tensor], None]] = None,
+                    merged: bool = False) -> list[torch.Tensor]:
     """One image per (prompt, seed), prompt-major (all seeds of the first prompt first).
 
     Returns float tensors [3, H, W] in [0, 1] on the CPU: g(x0, c) without a hypernetwork,
@@ -45,17 +47,22 @@ def generate_images(generator: Generator, prompts: Sequence[str], seeds: Sequenc
     generator that carries a LoRA hypernetwork in its backbone. ``passes``: K of the map
     (default: the hypernetwork's). ``on_image(index, image)`` is called as each batch is done
     (``generate`` saves every image at once, so an interrupted run keeps what it finished).
+    ``merged``: run the hypernetwork in its merged inference mode (``NoiseHypernetwork.merged``:
+    each pass of f_phi costs one plain backbone forward, for the memory of about one more backbone
+    while generating); the images are the same up to rounding.
     """
     pairs = [(p, int(s)) for p in prompts for s in seeds]
     images: list[torch.Tensor] = []
-    for start in range(0, len(pairs), max(1, int(batch_size))):
-        chunk = pairs[start : start + max(1, int(batch_size))]
-        batch = _generate_batch(generator, [p for p, _ in chunk], [s for _, s in chunk], num_steps, hypernet,
-                                base, passes)
-        for image in batch.float().cpu().unbind(0):
-            if on_image is not None:
-                on_image(len(images), image)
-            images.append(image)
+    size = max(1, int(batch_size))
+    with hypernet.merged() if merged and hypernet is not None else contextlib.nullcontext():
+        for start in range(0, len(pairs), size):
+            chunk = pairs[start : start + size]
+            batch = _generate_batch(generator, [p for p, _ in chunk], [s for _, s in chunk], num_steps, hypernet,
+                                    base, passes)
+            for image in batch.float().cpu().unbind(0):
+                if on_image is not None:
+                    on_image(len(images), image)
+                images.append(image)
     return images
 
 

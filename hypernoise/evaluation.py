@@ -11,6 +11,10 @@ a (prompt, seed) pair (``methods.seeded_noise``; a prompt listed more than once 
 for each repeat, ``prompt_seeds``), so base, HyperNoise, ReNO and best-of-N images of one seed
 start from one x0. A generator whose world has an independent judge (``generator.judge()``, e.g.
 the built-in world's GenEval-style evaluator) is also scored by it.
+
+``budgets`` (methods that report nested budgets: ReNO's iterations, best-of-N's candidates): the
+images of each budget, taken from the one run, are scored by the same scorer and judge as the
+full run's, into ``results["budgets"]``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from hypernoise.generators.base import Generator, Judge  # noqa: F401  (Judge: r
 from hypernoise.hypernet.base import NoiseHypernetwork, check_passes
 from hypernoise.images import save_png
 from hypernoise.methods import METHODS, Cost, RunConfig, seeded_noise
+from hypernoise.methods.base import check_budgets
 from hypernoise.methods.reno import RenoConfig
 from hypernoise.metrics import frechet_distance, image_features  # noqa: F401  (re-exported)
 from hypernoise.rewards import build_reward, parse_spec
@@ -37,12 +42,14 @@ from hypernoise.training.config import check_int, check_seeds
 class EvalConfig:
     """How to evaluate. ``reward`` drives ReNO / best-of-N; ``score_with`` is what is reported."""
 
-    method: str = field(default="base", metadata={"help": "base, hypernoise, reno, best-of-n or finetune"})
+    method: str = field(default="base", metadata={
+        "help": "base, hypernoise, reno, best-of-n, hypernoise-reno or finetune"})
     seeds: Sequence[int] = field(default=(0, 1, 2, 3), metadata={"help": "seeds per prompt"})
     num_steps: Optional[int] = field(default=None, metadata={"help": "generator steps (default: the generator's)"})
     reward: Optional[str] = field(default=None, metadata={"help": "reward spec of reno / best-of-n (default: the generator's)"})
     score_with: Optional[str] = field(default=None, metadata={"help": "reward spec to report (default: --reward)"})
-    adapter: Optional[str] = field(default=None, metadata={"help": "adapter folder for hypernoise / finetune"})
+    adapter: Optional[str] = field(default=None, metadata={
+        "help": "adapter folder for hypernoise / hypernoise-reno / finetune"})
     reward_weights: dict = field(default_factory=dict, metadata={"help": "per-reward builder options"})
     n: int = field(default=50, metadata={"help": "N of best-of-N"})
     reno: RenoConfig = field(default_factory=RenoConfig)
@@ -51,6 +58,11 @@ class EvalConfig:
     batch_size: int = field(default=8, metadata={"help": "images per batch"})
     geneval_layout: bool = field(default=False, metadata={"help": "also write GenEval's folder layout"})
     fidelity: bool = field(default=True, metadata={"help": "compute the fidelity distance where the judge has one"})
+    budgets: Sequence[int] = field(default=(), metadata={
+        "help": "nested budgets scored besides the full run (reno / hypernoise-reno: iterations; best-of-n: N)"})
+    warmup: bool = field(default=False, metadata={
+        "help": "run the method once on the first batch, untimed and discarded, so that one-time costs (first "
+                "calls of the kernels) stay out of the seconds per image"})
     #: set when the caller passes a loaded adapter to ``evaluate`` instead of a folder
     adapter_given: bool = False
 
@@ -64,12 +76,26 @@ class EvalConfig:
             raise ConfigError(f"`reno` must be a RenoConfig, got {type(self.reno).__name__}", field="reno")
         if self.passes is not None:
             check_passes(self.passes)
-            if self.method != "hypernoise":
-                raise ConfigError(f"`passes` applies to `method` hypernoise, not {self.method}", field="passes")
+            if self.method not in PASSES_METHODS:
+                raise ConfigError(f"`passes` applies to `method` {' or '.join(PASSES_METHODS)}, not {self.method}",
+                                  field="passes")
+        if self.budgets and method.budget is None:
+            with_budgets = ", ".join(m for m in METHODS if METHODS.get(m).budget)
+            raise ConfigError(f"`budgets` apply to the methods that nest them ({with_budgets}), not {self.method}",
+                              field="budgets")
+        self.budgets = check_budgets(self.budgets, self._most(), method.budget or "")
         check_int(self.batch_size, "batch_size")
         if method.needs_adapter and not self.adapter and not self.adapter_given:
             raise ConfigError(f"`method` {self.method} needs `adapter` (the adapter/ folder training wrote)",
                               field="adapter")
+
+    def _most(self) -> int:
+        """The largest budget the run has: ``n`` candidates, else ReNO's ``iters``."""
+        return self.n if METHODS.get(self.method).budget == "candidates" else self.reno.iters
+
+
+#: the methods that apply a hypernetwork's map ``passes`` times
+PASSES_METHODS = ("hypernoise", "hypernoise-reno")
 
 
 def load_method_adapter(generator: Generator, cfg: EvalConfig):
@@ -83,7 +109,8 @@ def load_method_adapter(generator: Generator, cfg: EvalConfig):
 
 def run_config(cfg: EvalConfig, adapter=None) -> RunConfig:
     """What the method's runner gets from an evaluation config."""
-    return RunConfig(num_steps=cfg.num_steps, adapter=adapter, passes=cfg.passes, n=cfg.n, reno=cfg.reno)
+    return RunConfig(num_steps=cfg.num_steps, adapter=adapter, passes=cfg.passes, n=cfg.n, reno=cfg.reno,
+                     budgets=tuple(cfg.budgets))
 
 
 def prompt_seeds(prompts: Sequence[str], seeds: Sequence[int]) -> list[list[int]]:
@@ -100,27 +127,50 @@ def prompt_seeds(prompts: Sequence[str], seeds: Sequence[int]) -> list[list[int]
     return out
 
 
+@dataclass
+class MethodRun:
+    """What ``run_method`` returns: images (CPU [3, H, W], prompt-major), the mean per-image cost,
+    and the same for each nested budget of the run (budget -> ``MethodRun``)."""
+
+    images: list
+    cost: Cost
+    budgets: dict = field(default_factory=dict)
+
+
 def run_method(method: str, generator: Generator, reward: torch.nn.Module, prompts: Sequence[str],
                seeds: Sequence[int], config: RunConfig, batch_size: int,
-               keep_partial: bool = False) -> tuple[list[torch.Tensor], Cost]:
+               keep_partial: bool = False, warmup: bool = False) -> MethodRun:
     """Images (CPU, prompt-major: every seed of prompt 0 first; seeds per ``prompt_seeds``) and
-    the mean per-image cost of ``method``, ``batch_size`` (prompt, seed) pairs at a time.
+    the mean per-image cost of ``method``, ``batch_size`` (prompt, seed) pairs at a time; with
+    ``config.budgets``, the images and cost of each budget too.
 
     ``keep_partial``: an interrupt (KeyboardInterrupt) between or inside batches returns the
-    images of the batches finished so far instead of propagating (fewer images than pairs)."""
+    images of the batches finished so far instead of propagating (fewer images than pairs).
+    ``warmup``: the first batch is run once more before the others, untimed and discarded."""
     pairs = [(p, s) for p, entry in zip(prompts, prompt_seeds(prompts, seeds)) for s in entry]
     run, images, costs = METHODS.get(method).run, [], []
+    nested = {k: ([], []) for k in config.budgets}
+
+    def run_chunk(chunk):
+        noise = torch.cat([seeded_noise(generator, s)[0] for _, s in chunk])
+        return run(generator, reward, noise, [p for p, _ in chunk], replace(config, seeds=[s for _, s in chunk]))
+
     try:
+        if warmup and pairs:
+            run_chunk(pairs[:batch_size])
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
-            noise = torch.cat([seeded_noise(generator, s)[0] for _, s in chunk])
-            out = run(generator, reward, noise, [p for p, _ in chunk], replace(config, seeds=[s for _, s in chunk]))
+            out = run_chunk(chunk)
+            for k, (imgs, ks) in nested.items():  # before the full run's: an interrupt leaves both alike
+                imgs.extend(out.budgets[k].samples.detach().float().cpu().unbind(0))
+                ks.append((len(chunk), out.budgets[k].cost))
             images.extend(out.samples.detach().float().cpu().unbind(0))
             costs.append((len(chunk), out.cost))
     except KeyboardInterrupt:
         if not keep_partial:
             raise
-    return images, _mean_cost(costs)
+    budgets = {k: MethodRun(imgs[: len(images)], _mean_cost(ks[: len(costs)])) for k, (imgs, ks) in nested.items()}
+    return MethodRun(images, _mean_cost(costs), budgets)
 
 
 def _mean_cost(costs: list[tuple[int, Cost]]) -> Cost:
@@ -165,8 +215,9 @@ def evaluate(generator: Generator, prompts: Sequence[str], cfg: EvalConfig, out_
     scorer = reward if not cfg.score_with else build_reward(
         cfg.score_with, device=str(generator.device), per_reward=_used(cfg.reward_weights, cfg.score_with))
     adapter = adapter if adapter is not None else load_method_adapter(generator, cfg)
-    images, cost = run_method(cfg.method, generator, reward, prompts, cfg.seeds, run_config(cfg, adapter),
-                              cfg.batch_size, keep_partial=out_dir is not None)
+    ran = run_method(cfg.method, generator, reward, prompts, cfg.seeds, run_config(cfg, adapter), cfg.batch_size,
+                     keep_partial=out_dir is not None, warmup=cfg.warmup)
+    images, cost = ran.images, ran.cost
     planned, done = len(prompts), len(images) // len(cfg.seeds)  # prompts with every seed's image
     if done < planned:  # interrupted: score and write the finished prompts, marked partial
         if not done:
@@ -183,12 +234,25 @@ def evaluate(generator: Generator, prompts: Sequence[str], cfg: EvalConfig, out_
     if done < planned:
         results.update(partial=True, n_prompts_planned=planned)
     judged = _judge(generator, images, per_image_prompts, cfg, results)
+    if ran.budgets:  # the full run's budget is the full run: its scores are not computed twice
+        full = {k: v for k, v in results.items() if k in ("rewards", "geneval", "fidelity", "cost")}
+        results["budgets"] = [{"budget": k, **full} if k == cfg._most() else
+                              _budget_results(k, b.images[: len(images)], b.cost, per_image_prompts, scorer, generator,
+                                              cfg) for k, b in ran.budgets.items()]
     if out_dir is not None:
         write_outputs(Path(out_dir), results, prompts, cfg.seeds, images, scores, judged, records, cfg.geneval_layout)
     if done < planned:
         raise Interrupted(f"interrupted: {out_dir}/results.json holds the first {done} of {planned} prompts, marked "
                           f"\"partial\": true; run it again with `overwrite` for every prompt", partial=results)
     return results
+
+
+def _budget_results(budget: int, images, cost: Cost, per_image_prompts, scorer, generator, cfg: EvalConfig) -> dict:
+    """One nested budget's entry of ``results["budgets"]``: scored as the full run is."""
+    scores = score(images, per_image_prompts, scorer, cfg.batch_size, generator.device)
+    entry = {"budget": budget, "rewards": {k: sum(v) / len(v) for k, v in scores.items()}, "cost": cost.to_dict()}
+    _judge(generator, images, per_image_prompts, cfg, entry)
+    return entry
 
 
 def _used(options: dict, spec: str) -> dict:

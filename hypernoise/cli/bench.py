@@ -1,4 +1,5 @@
-"""``hypernoise bench``: base, HyperNoise, ReNO, best-of-N and direct fine-tuning side by side."""
+"""``hypernoise bench``: base, HyperNoise, ReNO, best-of-N and direct fine-tuning side by side, and
+the frontier: every noise method at several budgets (HyperNoise-initialised ReNO among them)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def add_arguments(p) -> None:
                    help="generator steps ReNO optimises the noise through before rendering the best at the "
                         "generator's steps (default: 1 for flux-schnell, else the generator's steps)")
     p.add_argument("--n", type=positive_int, default=50, help="N of best-of-N")
+    p.add_argument("--no-frontier", action="store_true",
+                   help="skip the frontier (best-of-N and ReNO at nested budgets, HyperNoise at 1-3 passes, "
+                        "HyperNoise-initialised ReNO) and frontier.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_output_args(p)
 
@@ -51,11 +55,13 @@ def run(args) -> int:
                       hypernoise_adapter=args.hypernoise_adapter, finetune_adapter=args.finetune_adapter,
                       passes=passes,
                       curve_points=args.curve_points, reno_iters=args.iters,
-                      reno_optimize_steps=args.optimize_steps, n=args.n, progress=not args.no_progress)
+                      reno_optimize_steps=args.optimize_steps, n=args.n, frontier=not args.no_frontier,
+                      progress=not args.no_progress)
     inputs = {"hypernoise_adapter": args.hypernoise_adapter, "finetune_adapter": args.finetune_adapter,
               "pretrained": args.pretrained, "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
     with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise bench") as out:
         bench = run_bench(cfg, out, generator=generator)
         print((out / "bench.md").read_text())
-        print(f"wrote {out}/bench.json, {out}/bench.md, {out}/curve.png, {out}/tradeoff.png")
+        frontier = "" if args.no_frontier else f", {out}/frontier.png"
+        print(f"wrote {out}/bench.json, {out}/bench.md, {out}/curve.png, {out}/tradeoff.png{frontier}")
         return 0

@@ -17,6 +17,16 @@ def _seeds(text) -> tuple:
     return seeds
 
 
+def _budgets(text: str) -> tuple:
+    """``--budgets 1,2,5`` -> (1, 2, 5) (checked in ``EvalConfig``)."""
+    import argparse
+
+    try:
+        return tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, e.g. 1,2,5, got {text!r}") from None
+
+
 def add_arguments(p) -> None:
     from hypernoise.cli.common import (add_model_args, add_output_args, add_passes_arg, add_reward_weights_arg,
                                        positive_int, seed_list)
@@ -25,7 +35,8 @@ def add_arguments(p) -> None:
     add_model_args(p)
     p.add_argument("--method", choices=list(METHODS), default="base", help="what generates the images")
     p.add_argument("--adapter", default=None,
-                   help="adapter folder (hypernoise, finetune), or a Hub id OWNER/NAME[@REVISION][/SUBFOLDER]")
+                   help="adapter folder (hypernoise, hypernoise-reno, finetune), or a Hub id "
+                        "OWNER/NAME[@REVISION][/SUBFOLDER]")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (GenEval metadata); default: the generator's test prompts")
     p.add_argument("--seeds", type=seed_list, default="0,1,2,3",
                    help="comma-separated seeds per prompt, each once (default 0,1,2,3)")
@@ -38,6 +49,9 @@ def add_arguments(p) -> None:
                    help="generator steps ReNO optimises the noise through before rendering the best at --num-steps "
                         "(default: 1 for flux-schnell, else --num-steps)")
     p.add_argument("--n", type=positive_int, default=50, help="N of best-of-N")
+    p.add_argument("--budgets", type=_budgets, default=(), metavar="B,B,...",
+                   help="also score the nested budgets of one run: ReNO / hypernoise-reno after B iterations, "
+                        "best-of-n at N = B (each at most --iters / --n); into results.json's budgets")
     add_passes_arg(p)
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per batch")
     p.add_argument("--geneval-layout", action="store_true", help="also write GenEval's folder layout of PNGs")
@@ -59,7 +73,7 @@ def run(args) -> int:
     cfg = EvalConfig(method=args.method, seeds=_seeds(args.seeds), num_steps=args.num_steps, reward=args.reward,
                      score_with=args.score_with, adapter=args.adapter, n=args.n, reno=reno,
                      passes=hypernet_passes(args), batch_size=args.batch_size, geneval_layout=args.geneval_layout,
-                     reward_weights=reward_weights(args))
+                     reward_weights=reward_weights(args), budgets=args.budgets)
     for spec in (args.reward, args.score_with):
         if spec:
             parse_spec(spec)

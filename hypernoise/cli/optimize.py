@@ -1,4 +1,5 @@
-"""``hypernoise optimize``: ReNO, test-time optimisation of the initial noise per prompt.
+"""``hypernoise optimize``: ReNO, test-time optimisation of the initial noise per prompt; with
+``--adapter DIR``, HyperNoise-initialised ReNO (started from x0 + f_phi(x0, c)).
 
 Prompts are optimised one after another; each finished prompt's row is appended to
 ``results.jsonl`` and its image written at once, so an interrupted run keeps every finished
@@ -17,8 +18,8 @@ RESULTS_FILE = "results.jsonl"
 
 
 def add_arguments(p) -> None:
-    from hypernoise.cli.common import (add_model_args, add_output_args, add_reward_weights_arg, non_negative_float,
-                                       positive_float, positive_int, seed_arg)
+    from hypernoise.cli.common import (add_model_args, add_output_args, add_passes_arg, add_reward_weights_arg,
+                                       non_negative_float, positive_float, positive_int, seed_arg)
     from hypernoise.methods.reno import RenoConfig
 
     d = RenoConfig()
@@ -39,6 +40,10 @@ def add_arguments(p) -> None:
     p.add_argument("--optimize-steps", type=positive_int, default=None, metavar="K",
                    help="generator steps the noise is optimised through; the best noise is then rendered at "
                         "--num-steps (default: 1 for flux-schnell, the authors' FLUX setting, else --num-steps)")
+    p.add_argument("--adapter", default=None,
+                   help="a trained HyperNoise adapter folder (or Hub id): start ReNO from x0 + f_phi(x0, c) instead of "
+                        "x0 (HyperNoise-initialised ReNO, semi-amortised)")
+    add_passes_arg(p)
     p.add_argument("--save-iterates", action="store_true", help="also save the image of every iteration")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", nargs="?", const="latest", choices=["latest"], default=None,
@@ -59,7 +64,8 @@ def _settings(args, generator, reward, cfg, prompts) -> dict:
     return {**generator.describe(), "reward": reward.spec(), "reward_weights": sorted(args.reward_weights or []),
             "seed": args.seed, "iters": cfg.iters, "lr": cfg.lr, "max_grad_norm": cfg.max_grad_norm,
             "norm_reg": cfg.norm_reg, "num_steps": cfg.num_steps, "optimize_steps": cfg.optimize_steps,
-            "save_iterates": cfg.keep_iterates, "prompts": list(prompts)}
+            "save_iterates": cfg.keep_iterates, "prompts": list(prompts),
+            **({"adapter": args.adapter, "hypernet_passes": args.hypernet_passes} if args.adapter else {})}
 
 
 def _finished(out: Path, settings: dict) -> int:
@@ -100,7 +106,7 @@ def _short(value, limit: int = 60) -> str:
 
 
 def run(args) -> int:
-    from hypernoise.cli.common import configure_threads, model_config, reward_weights
+    from hypernoise.cli.common import configure_threads, hypernet_passes, model_config, reward_weights
     from hypernoise.errors import ConfigError, Interrupted
     from hypernoise.io import find_prompts, output_folder, write_json
     from hypernoise.methods.reno import RenoConfig
@@ -114,12 +120,15 @@ def run(args) -> int:
     prompts = find_prompts(args.prompt, args.prompts)
     if not prompts:
         raise ConfigError("no prompt given; pass --prompt TEXT (repeatable) or --prompts FILE")
+    if hypernet_passes(args) is not None and not args.adapter:
+        raise ConfigError("--hypernet-passes applies with --adapter (HyperNoise-initialised ReNO)")
     generator = model_config(args).build()
     generator.check_prompts(prompts)
+    hypernet = _load_hypernet(generator, args.adapter) if args.adapter else None
     reward = build_reward(args.reward or generator.default_reward, device=str(generator.device),
                           per_reward=reward_weights(args))
     settings = _settings(args, generator, reward, cfg, prompts)
-    inputs = {"prompts": args.prompts, "pretrained": args.pretrained,
+    inputs = {"prompts": args.prompts, "pretrained": args.pretrained, "adapter": args.adapter,
               "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
     with output_folder(args.out, overwrite=args.overwrite, resume=bool(args.resume), inputs=inputs,
                        command="hypernoise optimize") as out:
@@ -137,7 +146,7 @@ def run(args) -> int:
             print(f"resuming at prompt {start + 1} of {len(prompts)}", flush=True)
         try:
             for i in range(start, len(prompts)):
-                _optimize_one(generator, reward, cfg, prompts, i, args, out)
+                _optimize_one(generator, reward, cfg, prompts, i, args, out, hypernet)
         except KeyboardInterrupt:
             done = _finished(out, settings)
             raise Interrupted(f"interrupted: {done} of {len(prompts)} prompts finished ({out}/{RESULTS_FILE}); "
@@ -146,19 +155,34 @@ def run(args) -> int:
         return 0
 
 
-def _optimize_one(generator, reward, cfg, prompts, i: int, args, out: Path) -> None:
-    """ReNO on prompt ``i``: its best image (and iterates), then its row in results.jsonl."""
+def _load_hypernet(generator, adapter: str):
+    """The HyperNoise adapter ``--adapter`` names, loaded through its method (an AdapterError, one
+    line, when it is not one that fits the generator)."""
+    from hypernoise.methods import METHODS
+
+    return METHODS.get("hypernoise-reno").load_adapter(generator, adapter)
+
+
+def _optimize_one(generator, reward, cfg, prompts, i: int, args, out: Path, hypernet=None) -> None:
+    """ReNO on prompt ``i`` (from the hypernetwork's noise where there is one): its best image (and
+    iterates), then its row in results.jsonl."""
     from hypernoise.methods.generate import save_png, seeded_noise
+    from hypernoise.methods.hypernoise_reno import hypernoise_reno
     from hypernoise.methods.reno import reno
 
     prompt = prompts[i]
     noise = seeded_noise(generator, args.seed)[0]
-    res = reno(generator, reward, noise, [prompt], cfg, progress=not args.no_progress, seeds=[args.seed])
+    common = dict(progress=not args.no_progress, seeds=[args.seed])
+    if hypernet is None:
+        res, method = reno(generator, reward, noise, [prompt], cfg, **common), {}
+    else:
+        res = hypernoise_reno(generator, reward, hypernet, noise, [prompt], cfg, passes=args.hypernet_passes, **common)
+        method = {"method": "hypernoise-reno", "adapter": args.adapter}
     history = res.extras["reward_history"][0].tolist()
-    row = {"index": i, "prompt": prompt, "seed": args.seed, "best_reward": float(res.reward[0]),
+    row = {"index": i, "prompt": prompt, "seed": args.seed, **method, "best_reward": float(res.reward[0]),
            "initial_reward": history[0], "reward_history": history, **_steps(res)}
     save_png(res.samples[0], out / f"{i:03d}-best.png", prompt, args.seed,
-             {"method": "reno", "reward": row["best_reward"], "reward_spec": reward.spec(), **_steps(res)})
+             {"method": "reno", **method, "reward": row["best_reward"], "reward_spec": reward.spec(), **_steps(res)})
     for it, image in enumerate(res.extras.get("iterates", [[]])[0]):
         save_png(image, out / "iterates" / f"{i:03d}" / f"{it:03d}.png", prompt, args.seed, {"iteration": it})
     with open(out / RESULTS_FILE, "a") as log:  # the row last: a prompt with a row has its images

@@ -8,7 +8,8 @@ complete whenever ``hypernoise.methods`` is imported.
 """
 
 from hypernoise.methods.base import METHODS, Cost, Method, MethodOutput, RunConfig, Sample, sample, seeded_noise
-from hypernoise.methods import best_of_n, finetune, hypernoise, reno  # noqa: F401,E402  (each registers its method)
+# each module registers its method
+from hypernoise.methods import best_of_n, finetune, hypernoise, hypernoise_reno, reno  # noqa: F401,E402
 from hypernoise.methods.train import TRAINING, train  # noqa: E402
 
 __all__ = ["METHODS", "TRAINING", "Cost", "Method", "MethodOutput", "RunConfig", "Sample", "sample", "seeded_noise",

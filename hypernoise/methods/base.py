@@ -16,6 +16,13 @@ runner is here.
 Network evaluations are counted per image and per network, forward and backward apart: a
 backward pass through g costs about two forwards, so ReNO's 50 iterations are 50 forward +
 50 backward generator passes, not 50 NFEs.
+
+Nested budgets: a method whose cheaper settings are prefixes of its run (ReNO's first K
+iterations, best-of-N's first N candidates) registers what its budget counts
+(``register_method(..., budget="iterations")``) and, given ``RunConfig.budgets``, returns in
+``MethodOutput.budgets`` the output it would have returned at each budget: the best so far, with
+the passes counted up to there and the wall time and peak memory read at that point of this run
+(``Meter.read``), not a unit time multiplied.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Conditioning, Generator
 from hypernoise.hypernet.base import NoiseHypernetwork
 from hypernoise.registry import Registry
@@ -67,6 +75,9 @@ class MethodOutput:
     #: the reward of each returned sample [B], where the method computed it
     reward: Optional[torch.Tensor] = None
     extras: dict = field(default_factory=dict)
+    #: budget -> the output at that budget of a nested run (``RunConfig.budgets``): the images,
+    #: noise and reward it would have returned, its cost up to that point
+    budgets: dict = field(default_factory=dict)
 
 
 def _rss_peak_mb() -> Optional[float]:
@@ -112,16 +123,51 @@ class PeakMemory:
             self.mb = _rss_peak_mb() or 0.0
 
 
+class Meter:
+    """Wall time and peak memory since the start of a ``measure`` block, readable inside it: a
+    nested run reads them at each budget."""
+
+    def __init__(self, device: torch.device, n_images: int):
+        self.device, self.n_images = torch.device(device), max(1, n_images)
+        self.start = time.perf_counter()
+
+    def read(self) -> tuple[float, float]:
+        """(seconds per image so far, peak memory so far in MB, as ``PeakMemory`` measures it)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            peak = _rss_peak_mb() or 0.0
+        return (time.perf_counter() - self.start) / self.n_images, peak
+
+    def fill(self, cost: Cost) -> Cost:
+        """``cost`` with its seconds per image and peak memory read now."""
+        cost.seconds_per_image, cost.peak_memory_mb = self.read()
+        return cost
+
+
 @contextlib.contextmanager
-def measure(cost: Cost, device: torch.device, n_images: int) -> Iterator[Cost]:
-    """Fill ``cost.seconds_per_image`` and ``cost.peak_memory_mb`` for the enclosed block."""
-    start = time.perf_counter()
+def measure(cost: Cost, device: torch.device, n_images: int) -> Iterator[Meter]:
+    """Fill ``cost.seconds_per_image`` and ``cost.peak_memory_mb`` for the enclosed block; yields
+    the running ``Meter`` (for budget snapshots inside the block)."""
     with PeakMemory(device) as peak:
-        yield cost
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-    cost.seconds_per_image = (time.perf_counter() - start) / max(1, n_images)
+        meter = Meter(device, n_images)
+        yield meter
+    cost.seconds_per_image = meter.read()[0]
     cost.peak_memory_mb = peak.mb
+
+
+def check_budgets(budgets: Sequence[int], most: int, what: str) -> tuple[int, ...]:
+    """``budgets`` sorted and unique, each a positive integer at most ``most`` (the run's own
+    ``what``); ``ConfigError`` naming `budgets` otherwise."""
+    out = set()
+    for b in budgets:
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or int(b) != b or b < 1:
+            raise ConfigError(f"`budgets` must be positive integers, got {b!r}", field="budgets")
+        if b > most:
+            raise ConfigError(f"`budgets` must be at most the run's {most} {what}, got {int(b)}", field="budgets")
+        out.add(int(b))
+    return tuple(sorted(out))
 
 
 # --------------------------------------------------------------------------- noise and the sampling path
@@ -180,6 +226,9 @@ class RunConfig:
     reno: Any = None
     #: progress bars inside a method (ReNO's iterations)
     progress: bool = False
+    #: nested budgets to report besides the full run (``MethodOutput.budgets``), for methods that
+    #: register a ``budget`` (ReNO: iterations, best-of-N: candidates); each at most the run's
+    budgets: Sequence[int] = ()
 
 
 Runner = Callable[[Generator, nn.Module, torch.Tensor, Sequence[str], RunConfig], MethodOutput]
@@ -192,6 +241,8 @@ class Method:
 
     run: Runner
     load_adapter: Optional[Callable[[Generator, Any], Any]] = None
+    #: what a nested budget counts ("iterations", "candidates"); None: the method reports none
+    budget: Optional[str] = None
 
     @property
     def needs_adapter(self) -> bool:
@@ -201,10 +252,12 @@ class Method:
 METHODS: Registry = Registry("method")
 
 
-def register_method(name: str, help: str, load_adapter: Optional[Callable] = None) -> Callable[[Runner], Runner]:
-    """Decorator: register ``run`` as method ``name`` (one line per method)."""
+def register_method(name: str, help: str, load_adapter: Optional[Callable] = None,
+                    budget: Optional[str] = None) -> Callable[[Runner], Runner]:
+    """Decorator: register ``run`` as method ``name`` (one line per method); ``budget``: what its
+    nested budgets count, for a method that reports them."""
     def decorator(run: Runner) -> Runner:
-        METHODS.register(name, help=help)(Method(run, load_adapter))
+        METHODS.register(name, help=help)(Method(run, load_adapter, budget))
         return run
 
     return decorator

@@ -15,6 +15,10 @@ once more at S steps (no grad) and that image is returned. With ``seeds`` every 
 fresh CPU generators in the state ``seeded_noise`` leaves them, so a stochastic sampler
 (SANA-Sprint's multi-step re-noising) re-noises alike at every iteration and
 ``g(returned noise, rng=seeded_noise(generator, seed)[1])`` regenerates the returned image.
+
+Nested budgets (``budgets``): the best iterate among the first K iterations of one run is exactly
+what a run of K iterations returns (the first K iterations are the same computation), so one run
+reports ReNO-K for every K asked, each with the passes and the wall time up to its K-th iteration.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from torch import nn
 
 from hypernoise.errors import ConfigError
 from hypernoise.generators.base import Conditioning, Generator
-from hypernoise.methods.base import Cost, MethodOutput, RunConfig, measure, register_method, seeded_noise
+from hypernoise.methods.base import (Cost, Meter, MethodOutput, RunConfig, check_budgets, measure, register_method,
+                                     seeded_noise)
 from hypernoise.training.config import check_int, check_number
 
 #: ReNO's default optimisation steps K per generator name; any other generator optimises through
@@ -77,13 +82,18 @@ def reno_steps(generator: Generator, cfg: RenoConfig) -> tuple[int, int]:
     return int(optimize), render
 
 
-@register_method("reno", help="ReNO: per-prompt optimisation of the noise against the reward")
+@register_method("reno", help="ReNO: per-prompt optimisation of the noise against the reward", budget="iterations")
 def run_reno(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str],
              config: RunConfig) -> MethodOutput:
     """``reno`` with ``config.reno`` (default: the paper's settings) at ``config.num_steps``, each
-    row's sampler seeded by ``config.seeds`` (where given)."""
-    return reno(generator, reward, noise, prompts, replace(config.reno or RenoConfig(), num_steps=config.num_steps),
-                progress=config.progress, seeds=config.seeds or None)
+    row's sampler seeded by ``config.seeds`` (where given), reporting ``config.budgets``."""
+    return reno(generator, reward, noise, prompts, run_settings(config), progress=config.progress,
+                seeds=config.seeds or None, budgets=config.budgets)
+
+
+def run_settings(config: RunConfig) -> RenoConfig:
+    """ReNO's settings in a method run: ``config.reno`` (default: the paper's) at ``config.num_steps``."""
+    return replace(config.reno or RenoConfig(), num_steps=config.num_steps)
 
 
 def norm_regulariser(x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +121,7 @@ def seeded_rngs(generator: Generator, seeds: Optional[Sequence[int]]) -> Optiona
 
 def reno(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str],
          config: Optional[RenoConfig] = None, progress: bool = False,
-         seeds: Optional[Sequence[int]] = None) -> MethodOutput:
+         seeds: Optional[Sequence[int]] = None, budgets: Sequence[int] = ()) -> MethodOutput:
     """Optimise each sample's noise [B, *latent_shape] for its prompt through K steps; returns the
     best iterate by reward, its image [B, 3, H, W] rendered at S steps (``reno_steps``).
 
@@ -121,28 +131,67 @@ def reno(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: 
     per iteration, through K steps; ``"optimize_steps"`` and ``"render_steps"`` are K and S.
     ``seeds`` (one per row): every call of g is fed ``seeded_rngs(generator, seeds)``, so the
     returned noise regenerates the returned image.
+
+    ``budgets`` (each K <= ``iters``): ``budgets[K]`` of the output is ReNO-K, the best of the
+    first K iterates, with the cost of a K-iteration run and the wall time and peak memory read
+    after its K-th iterate (plus its own S-step render where K != S, timed apart).
     """
     cfg = config or RenoConfig()
     if seeds is not None and len(seeds) != len(prompts):
         raise ConfigError(f"`seeds` needs one seed per prompt: {len(seeds)} for {len(prompts)}", field="seeds")
+    budgets = check_budgets(budgets, cfg.iters, "iterations")
     optimize, render = reno_steps(generator, cfg)
-    cond = generator.encode(prompts)
-    cost = Cost()
-    with measure(cost, noise.device, len(prompts)):
+    cost, snapshots = Cost(), {}
+    with measure(cost, noise.device, len(prompts)) as meter:
+        cond = generator.encode(prompts)
+        keep = _snapshots(snapshots, set(budgets) - {cfg.iters}, meter)
         images, best_x, best_r, extras = _optimise(generator, reward, noise, prompts, cond, cfg, optimize, seeds,
-                                                   progress)
+                                                   progress, keep)
         if render != optimize:
             images, extras["rendered_reward"] = _render(generator, reward, best_x.to(noise.dtype), prompts, cond,
                                                         render, seeds)
     _count(cost, generator, cfg.iters, optimize, render)
     extras.update(optimize_steps=optimize, render_steps=render)
-    return MethodOutput(images, cost, noise=best_x.to(noise.dtype), reward=best_r, extras=extras)
+    out = MethodOutput(images, cost, noise=best_x.to(noise.dtype), reward=best_r, extras=extras)
+    out.budgets = {k: _at_budget(generator, reward, prompts, cond, k, snapshots.get(k), out, optimize, render, seeds)
+                   for k in budgets}
+    return out
+
+
+def _snapshots(into: dict, budgets: set, meter: Meter):
+    """The loop's callback: at each budget K, keep the best so far and what the run cost up to it."""
+    def keep(k: int, images, x, r) -> None:
+        if k in budgets:
+            into[k] = (images, x, r, meter.read())
+    return keep
+
+
+def _at_budget(generator: Generator, reward: nn.Module, prompts, cond, k: int, snapshot, full: MethodOutput,
+               optimize: int, render: int, seeds) -> MethodOutput:
+    """ReNO-K from the run's snapshot at iteration K (the full output itself at K = iters)."""
+    if snapshot is None:
+        return full
+    images, x, r, (seconds, peak) = snapshot
+    cost = Cost(seconds_per_image=seconds, peak_memory_mb=peak)
+    extras = {"reward_history": full.extras["reward_history"][:, :k], "optimize_steps": optimize,
+              "render_steps": render}
+    if render != optimize:  # ReNO-K renders its own best noise: timed apart and added
+        rendered = Cost()
+        with measure(rendered, x.device, len(prompts)):
+            images, extras["rendered_reward"] = _render(generator, reward, x.to(full.noise.dtype), prompts, cond,
+                                                        render, seeds)
+        cost.seconds_per_image += rendered.seconds_per_image
+        cost.peak_memory_mb = max(peak, rendered.peak_memory_mb)
+    _count(cost, generator, k, optimize, render)
+    return MethodOutput(images, cost, noise=x.to(full.noise.dtype), reward=r, extras=extras)
 
 
 def _optimise(generator: Generator, reward: nn.Module, noise: torch.Tensor, prompts: Sequence[str],
-              cond: Conditioning, cfg: RenoConfig, steps: int, seeds: Optional[Sequence[int]], progress: bool):
+              cond: Conditioning, cfg: RenoConfig, steps: int, seeds: Optional[Sequence[int]], progress: bool,
+              keep=None):
     """The loop through ``steps`` generator steps: (best images [B, 3, H, W], best noise
-    [B, *latent_shape] in fp32, best reward [B], extras with ``reward_history`` [B, iters])."""
+    [B, *latent_shape] in fp32, best reward [B], extras with ``reward_history`` [B, iters]).
+    ``keep(k, best images, best noise, best reward)`` is called after the k-th iterate is scored."""
     x = noise.detach().clone().float().requires_grad_(True)
     opt = torch.optim.SGD([x], lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     best_r = torch.full((len(prompts),), -float("inf"), device=noise.device)
@@ -152,6 +201,8 @@ def _optimise(generator: Generator, reward: nn.Module, noise: torch.Tensor, prom
         images = generator.generate(x.to(noise.dtype), cond, steps, rng=seeded_rngs(generator, seeds))
         r = reward(images, prompts).float()
         best_img, best_x, best_r = _keep_best(images, x, r, best_img, best_x, best_r)
+        if keep is not None:
+            keep(it + 1, best_img, best_x, best_r)
         history.append(r.detach().cpu())
         if cfg.keep_iterates:
             iterates.append(images.detach().cpu())

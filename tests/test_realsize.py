@@ -1,0 +1,121 @@
+"""benchmarks/realsize.py and benchmarks/gpu_check.sh on their CPU path with tiny configs: the jobs
+run in their own processes, every phase writes the fields the tables and docs read, and the
+1024-px memory is fitted the way docs/performance.md states."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "realsize.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("realsize", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(*args, env=None, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_built_modules_have_real_weights_and_no_meta_tensors():
+    realsize = _module()
+    gen = realsize.build_generator("sana-sprint", 64, torch.float32, "cpu", quick=True)
+    tensors = list(gen.parameters()) + list(gen.buffers())
+    assert not any(t.is_meta for t in tensors) and all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+    assert gen.latent_shape == (4, 32, 32) and not any(p.requires_grad for p in gen.parameters())
+    cond = gen.encode(["a", "b"])  # the stand-in for the text encoder: the shapes the backbone takes
+    assert cond["prompt_embeds"].shape == (2, 16, 8) and cond["prompt_attention_mask"].dtype == torch.long
+    images = gen.generate(gen.sample_noise(2, seed=0), cond)
+    assert images.shape == (2, 3, 64, 64) and torch.isfinite(images).all()
+
+
+def test_reno_ensemble_scores_and_differentiates():
+    realsize = _module()
+    reward = realsize.build_reno(torch.float32, "cpu", quick=True, checkpointing=True)
+    assert reward.spec() == "hps:5,imagereward:1,clip:0.01,pickscore:0.05"
+    images = torch.rand(2, 3, 64, 64, requires_grad=True)
+    reward(images, ["a", "b"]).sum().backward()
+    assert images.grad.abs().sum() > 0
+
+
+def test_the_1024_fit_is_linear_in_pixels():
+    realsize = _module()
+    a, b = 3.0, 5.0 / 2**20  # GiB, GiB per pixel
+
+    def train(px, ckpt):
+        return {"phase": "train", "model": "sana-sprint", "px": px, "dtype": "bf16", "reward": "redness",
+                "checkpointing": ckpt, "peak_gib": a + b * px * px}
+
+    reward = {"phase": "reward", "reward": "reno", "dtype": "bf16", "checkpointing": True, "batch": 1,
+              "weights_gib": {"reward": 6.3}, "above_start_gib": 0.2}
+    derived = realsize.memory_at_1024([train(256, True), train(512, True), reward])
+    (row,) = derived["rows"]
+    assert row["generator_1024_gib"] == pytest.approx(a + b * 1024**2)
+    assert row["total_1024_gib"] == pytest.approx(a + b * 1024**2 + 6.5)
+    assert "a + b x pixels" in derived["method"]
+
+
+def test_quick_inference_job_writes_every_field(tmp_path):
+    out = tmp_path / "r.json"
+    done = _run("--quick", "--only", "inference sana-sprint", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["meta"]["quick"] and data["meta"]["weights"].startswith("random")
+    (rec,) = data["results"]
+    assert "error" not in rec, rec
+    assert set(rec["forward"]) == {"off", "on", "merged"} and set(rec["forward_r8"]) == {"off", "on"}
+    assert set(rec["generation"]) == {"base", "hypernoise_r128", "merged", "hypernoise_r8"}
+    assert rec["lora_flops"]["8"] == pytest.approx(rec["lora_flops"]["128"] / 16) and rec["flops_plain"] > 0
+    assert rec["merged_gib"] > 0 and rec["floor"] == 2.0 and rec["decode"]["decode"]["median_s"] > 0
+    assert "### Generation" in done.stdout and "### Backbone forward" in done.stdout
+
+
+@pytest.mark.slow
+def test_quick_cpu_plan_end_to_end(tmp_path):
+    out = tmp_path / "r.json"
+    done = _run("--quick", "--out", str(out), "--table", str(tmp_path / "r.md"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    errors = [r for r in data["results"] if "error" in r]
+    assert not errors, errors
+    phases = {r["phase"] for r in data["results"]}
+    assert phases == {"overhead", "inference", "train", "reward"}
+    for rec in data["results"]:
+        if rec["phase"] in ("train", "reward"):
+            assert rec["step_s"] > 0 and rec["peak_gib"] > 0 and rec["memory"]
+    assert {(r["dtype"], r["checkpointing"]) for r in data["memory_at_1024"]["rows"]} == {
+        (d, c) for d in ("fp32", "bf16") for c in (False, True)}
+    assert "check" in data["memory_at_1024"]
+    assert "1024 px with the ReNO ensemble" in (tmp_path / "r.md").read_text()
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_end_to_end_on_the_cpu_path(tmp_path):
+    env = {**os.environ, "HYPERNOISE_GPU_CHECK_CPU": "1", "OUT": str(tmp_path), "PYTHON": sys.executable,
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                          env=env, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads((tmp_path / "realsize_gpu.json").read_text())
+    assert data["meta"]["plan"] == "gpu"
+    errors = [r for r in data["results"] if "error" in r]
+    assert not errors, errors
+    batches = [r for r in data["results"] if r["phase"] == "max-batch"]
+    assert {r["model"] for r in batches} == {"sana-sprint", "sd-turbo", "flux-schnell"}
+    assert all(r["largest_batch"] == 4 and r["stopped_by"] == "limit" for r in batches)
+    assert (tmp_path / "realsize_gpu.md").read_text().startswith("python benchmarks/realsize.py")

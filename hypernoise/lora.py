@@ -336,7 +336,9 @@ def merged_copy(layer: nn.Module, delta_only: bool = False) -> Optional[nn.Modul
     base = layer.get_base_layer()
     names = [a for a in layer.active_adapters if a in layer.lora_A]
     with torch.no_grad():
-        delta = sum(layer.get_delta_weight(a).float() for a in names) if names else torch.zeros_like(base.weight.float())
+        delta = torch.zeros_like(base.weight, dtype=torch.float32)
+        for name in names:
+            delta += layer.get_delta_weight(name).float()
         weight = delta if delta_only else base.weight.float() + delta
     bias = None if delta_only else base.bias
     with torch.device("meta"):

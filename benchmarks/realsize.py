@@ -775,6 +775,9 @@ def run_job(job: dict, out: Path) -> None:
     ends (a phase that fails is recorded with its error; the others still run)."""
     from tqdm.auto import tqdm
 
+    from hypernoise.allocator import tune
+
+    tuned = tune()  # the CLI's CPU heap (hypernoise/allocator.py): what a user's run gets
     torch.set_num_threads(job["threads"])
     torch.set_flush_denormal(True)
     bar = lambda **kw: tqdm(leave=False, position=2, **kw)  # noqa: E731
@@ -787,7 +790,8 @@ def run_job(job: dict, out: Path) -> None:
         for kind, options in job["phases"]:
             phases.set_postfix_str(f"{kind} {options}")
             rec = {**{k: job.get(k) for k in ("name", "model", "px", "dtype", "reward", "reward_dtype", "device")},
-                   "phase": kind, "options": options, "build_s": build_s, "process_gib": ctx["process_gib"]}
+                   "phase": kind, "options": options, "build_s": build_s, "process_gib": ctx["process_gib"],
+                   "allocator_tuned": tuned}
             try:
                 rec.update(PHASES[kind](ctx, **options))
             except Exception as err:  # noqa: BLE001 (one failed phase must not lose the others)

@@ -170,6 +170,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from hypernoise.allocator import tune
+
+    tune()  # freed CPU tensors reused, not faulted back in at every step (hypernoise/allocator.py)
     with _sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: what is finished is kept
         return _run(args)
 

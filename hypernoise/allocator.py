@@ -8,9 +8,10 @@ makes the same tensors at every step, so on the built-in world at batch 16 that 
 page faults a second: a third of the CPU goes to the kernel (``benchmarks/cpu_allocator.py``).
 
 ``tune()`` keeps blocks up to 32 MiB (glibc's largest mmap threshold) on the heap, returns the
-heap's top only when 256 MiB are free there, and grows it 16 MiB at a time. The process's peak
-memory does not change (freed memory is reused, not added to). The CLI calls it at start; from
-Python, call it once. It does nothing off glibc, when the user set any ``MALLOC_*`` tuning of
+heap's top only when 256 MiB are free there, and grows it 16 MiB at a time. The price is that
+freed memory, up to 256 MiB of it, stays with the process: its resident size (what the CPU's
+``peak_memory_mb`` reads) can be that much higher (+116 to +191 MB on the world's bench, whose
+process holds about 1 GB). The CLI calls it at start; from Python, call it once. It does nothing off glibc, when the user set any ``MALLOC_*`` tuning of
 their own, or with ``HYPERNOISE_MALLOC_TUNING=0``.
 """
 

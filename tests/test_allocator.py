@@ -66,6 +66,7 @@ def test_cli_tunes_the_heap(capsys):
     assert allocator.tune() is allocator.wanted()
 
 
+@pytest.mark.slow
 def test_benchmark_quick_path(tmp_path):
     """benchmarks/cpu_allocator.py runs end to end (tiny runs) and writes its table and JSON."""
     out = tmp_path / "alloc.json"

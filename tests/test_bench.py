@@ -46,3 +46,16 @@ def test_bench_command_trains_hypernoise_at_the_temperature_and_trials_given_and
     hn, base = bench["methods"]["hypernoise"]["cost"], bench["methods"]["base"]["cost"]
     assert hn["hypernet_forward"] == 2 and hn["nfe_per_image"] == base["nfe_per_image"] + 2  # evaluated with 2 passes
     assert "| hypernoise (2 passes) |" in (out / "bench.md").read_text()
+
+
+def test_bench_without_finetune_skips_its_training_and_row(tmp_path):
+    from hypernoise.cli.main import main
+
+    out = tmp_path / "bench"
+    assert main(["bench", "--generator", "tiny", "--reward", "redness", "--steps", "2", "--seeds", "0", "--iters", "2",
+                 "--n", "2", "--curve-points", "1", "--init-trials", "1", "--trial-steps", "1", "--no-finetune",
+                 "--no-frontier", "--no-progress", "--out", str(out)]) == 0
+    bench = json.loads((out / "bench.json").read_text())
+    assert list(bench["methods"]) == ["base", "hypernoise", "reno", "best-of-n"]
+    assert not (out / "train-finetune").exists() and "finetune" not in bench["curves"]
+    assert "| finetune |" not in (out / "bench.md").read_text()

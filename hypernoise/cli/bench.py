@@ -32,6 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-frontier", action="store_true",
                    help="skip the frontier (best-of-N and ReNO at nested budgets, HyperNoise at 1-3 passes, "
                         "HyperNoise-initialised ReNO) and frontier.png")
+    p.add_argument("--no-finetune", action="store_true",
+                   help="skip direct fine-tuning (not on the frontier; its training is about a quarter of the bench)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_output_args(p)
 
@@ -56,6 +58,7 @@ def run(args) -> int:
                       passes=passes,
                       curve_points=args.curve_points, reno_iters=args.iters,
                       reno_optimize_steps=args.optimize_steps, n=args.n, frontier=not args.no_frontier,
+                      finetune=not args.no_finetune,
                       progress=not args.no_progress)
     inputs = {"hypernoise_adapter": args.hypernoise_adapter, "finetune_adapter": args.finetune_adapter,
               "pretrained": args.pretrained, "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}

@@ -646,11 +646,12 @@ def phase_inference(ctx, rounds: int, repeats: int) -> dict:
     forward = lambda: gen.backbone_delta(noise, cond)  # noqa: E731  (f_phi when the LoRA is on)
     generate = lambda: gen.generate(noise, cond, steps)  # noqa: E731
     modulated = lambda h: lambda: sample(gen, h, noise, cond, num_steps=steps)  # noqa: E731
-    total = 2 * rounds + 5 * repeats + 1
+    total = 2 * rounds + (5 * repeats + 1 if repeats else 0)  # bar steps: one per round of each _rounds call
     warm = repeats > 1  # on a GPU every variant is warmed up; on a CPU one plain forward warms the kernels
     with torch.no_grad(), ctx["bar"](total=total, desc="inference") as bar:
         off(hyper, forward)()
-        out["decode"] = _rounds({"decode": _decode_fn(gen, noise.shape[0], device)}, repeats, device, bar, warm=warm)
+        if repeats:
+            out["decode"] = _rounds({"decode": _decode_fn(gen, noise.shape[0], device)}, repeats, device, bar, warm=warm)
         start = time.perf_counter()
         with hyper.merged():
             out["merge_s"] = time.perf_counter() - start
@@ -660,16 +661,24 @@ def phase_inference(ctx, rounds: int, repeats: int) -> dict:
                                      rounds, device, bar, warm=warm)
             generation = {"base": off(hyper, generate), f"hypernoise_r{big}": unmerged(hyper, modulated(hyper)),
                           "merged": modulated(hyper)}
-            out["generation"] = _rounds(generation, repeats, device, bar, warm=warm)
+            if repeats:
+                out["generation"] = _rounds(generation, repeats, device, bar, warm=warm)
         hyper.remove()
         hyper = _hypernetwork(gen, small)
         if not warm:
             forward()
         out[f"forward_r{small}"] = _rounds({"off": off(hyper, forward), "on": forward}, rounds, device, bar, warm=warm)
-        small_gen = _rounds({"g": modulated(hyper)}, repeats, device, bar, warm=warm)
-        out["generation"][f"hypernoise_r{small}"] = small_gen["g"]
+        if repeats:
+            small_gen = _rounds({"g": modulated(hyper)}, repeats, device, bar, warm=warm)
+            out["generation"][f"hypernoise_r{small}"] = small_gen["g"]
         hyper.remove()
     return out
+
+
+def phase_forward(ctx, rounds: int) -> dict:
+    """The backbone forwards of ``phase_inference`` alone (no decode, no generation), for more
+    paired rounds in the same time."""
+    return phase_inference(ctx, rounds, repeats=0)
 
 
 def _call_with(context, fn):
@@ -747,7 +756,7 @@ def _per_call_costs(hyper, device) -> dict:
 
 # --------------------------------------------------------------------------- jobs (one subprocess each)
 PHASES = {"train": phase_train, "max-batch": phase_max_batch, "reward": phase_reward, "overhead": phase_overhead,
-          "inference": phase_inference}
+          "inference": phase_inference, "forward": phase_forward}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -849,6 +858,7 @@ def cpu_plan(args) -> list:
     for model in ("sana-sprint", "sd-turbo"):
         plan.append(_job(args, f"inference {model} 512px fp32", [("inference", {"rounds": 3, "repeats": 2})],
                          model=model, px=512))
+    plan.append(_job(args, "forward sana-sprint 512px fp32", [("forward", {"rounds": 9})], model="sana-sprint", px=512))
     for model, px, dtype in (("sana-sprint", 512, "fp32"), ("sana-sprint", 512, "bf16"), ("sd-turbo", 512, "fp32"),
                              ("sana-sprint", 256, "fp32"), ("sana-sprint", 256, "bf16")):
         plan.append(_job(args, f"train {model} {px}px {dtype}", _train_phases(), model=model, px=px, dtype=dtype,
@@ -989,7 +999,7 @@ def table_reward(records) -> list:
 def table_forward(records) -> list:
     lines = ["| model | rank | LoRA FLOPs | off (s) | on / off (FLOP-predicted) | merged / off | merged copy (GiB) |",
              "|---|---|---|---|---|---|---|"]
-    for r in (r for r in records if r.get("phase") == "inference" and "error" not in r):
+    for r in (r for r in records if r.get("phase") in ("inference", "forward") and "error" not in r):
         for rank, forward in ((RANKS[0], r["forward"]), (RANKS[1], r[f"forward_r{RANKS[1]}"])):
             share = r["lora_flops"][str(rank)] / r["flops_plain"]
             merged = forward.get("merged")

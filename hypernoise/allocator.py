@@ -5,7 +5,8 @@ mmap threshold (dynamic, 128 KiB at the start) straight to the kernel and gives 
 heap back once more than the trim threshold is free there; the next step's tensors of the same
 size then fault their pages in again, each one zeroed by the kernel. A training or ReNO loop
 makes the same tensors at every step, so on the built-in world at batch 16 that is about 200k
-page faults a second: a third of the CPU goes to the kernel (``benchmarks/cpu_allocator.py``).
+page faults a second: in its bench, half the CPU in the kernel during HyperNoise-initialised ReNO
+and 12 % over the whole run (docs/performance.md, ``benchmarks/cpu_allocator.py``).
 
 ``tune()`` keeps blocks up to 32 MiB (glibc's largest mmap threshold) on the heap, returns the
 heap's top only when 256 MiB are free there, and grows it 16 MiB at a time. The price is that

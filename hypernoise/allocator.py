@@ -12,8 +12,9 @@ and 12 % over the whole run (docs/performance.md, ``benchmarks/cpu_allocator.py`
 heap's top only when 256 MiB are free there, and grows it 16 MiB at a time. The price is that
 freed memory, up to 256 MiB of it, stays with the process: its resident size (what the CPU's
 ``peak_memory_mb`` reads) can be that much higher (+116 to +191 MB on the world's bench, whose
-process holds about 1 GB). The CLI calls it at start; from Python, call it once. It does nothing off glibc, when the user set any ``MALLOC_*`` tuning of
-their own, or with ``HYPERNOISE_MALLOC_TUNING=0``.
+process holds about 1 GB). The CLI calls it at start; from Python, call it once. It does nothing
+off glibc, when the user tunes the allocator (any of ``USER_TUNING`` set), or with
+``HYPERNOISE_MALLOC_TUNING=0``.
 """
 
 from __future__ import annotations

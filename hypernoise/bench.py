@@ -88,6 +88,9 @@ class BenchConfig:
         for name in ("best_of_n_budgets", "reno_budgets", "hypernoise_reno_budgets"):
             setattr(self, name, check_budgets(getattr(self, name), 10**9, name))
         self.hypernoise_passes = tuple(sorted({check_passes(p, "hypernoise_passes") for p in self.hypernoise_passes}))
+        if not self.finetune and self.finetune_adapter is not None:
+            raise ConfigError("a fine-tuning adapter was given with fine-tuning skipped; drop `finetune_adapter` or "
+                              "keep fine-tuning", field="finetune_adapter")
 
     def reno_config(self, iters: Optional[int] = None) -> RenoConfig:
         """ReNO's settings: ``reno_iters`` (or ``iters``) iterations through ``reno_optimize_steps`` steps."""

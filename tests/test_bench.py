@@ -59,3 +59,13 @@ def test_bench_without_finetune_skips_its_training_and_row(tmp_path):
     assert list(bench["methods"]) == ["base", "hypernoise", "reno", "best-of-n"]
     assert not (out / "train-finetune").exists() and "finetune" not in bench["curves"]
     assert "| finetune |" not in (out / "bench.md").read_text()
+
+
+def test_bench_refuses_a_finetune_adapter_with_finetune_skipped(tmp_path, capsys):
+    from hypernoise.cli.main import main
+
+    out = tmp_path / "bench"
+    assert main(["bench", "--generator", "tiny", "--no-finetune", "--finetune-adapter", str(tmp_path),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--finetune-adapter" in err and not out.exists()

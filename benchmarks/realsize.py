@@ -582,6 +582,22 @@ def _peft_switch_off(hyper):
             layer._disable_adapters = False
 
 
+@contextlib.contextmanager
+def _peft_forward():
+    """peft's own LoRA forward (``result + B(A(x)) * scaling``: three more output-sized tensors per
+    layer) in place of the library's in-place accumulation (``lora.low_rank_add``), for comparison."""
+    from hypernoise.lora import _fused_classes
+
+    own = {cls: cls.forward for cls in _fused_classes().values()}
+    for cls in own:
+        cls.forward = cls.__mro__[1].forward
+    try:
+        yield
+    finally:
+        for cls, forward in own.items():
+            cls.forward = forward
+
+
 def _rounds(variants: dict, rounds: int, device, bar=None, warm: bool = True) -> dict:
     """Interleaved timings: each round runs every variant once (after one warm-up call each when
     ``warm``); per-variant medians and the median over rounds of each variant's ratio to the first
@@ -630,8 +646,8 @@ def phase_inference(ctx, rounds: int, repeats: int) -> dict:
     gen, device, noise, cond = ctx["gen"], ctx["device"], ctx["noise"], ctx["cond"]
     steps, big, small = gen.default_steps, RANKS[0], RANKS[1]
     hyper = _hypernetwork(gen, big)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        hyper(noise, cond)
+    with torch.no_grad(), _peft_forward(), FlopCounterMode(display=False) as counter:
+        hyper(noise, cond)  # peft's forward runs B's matmul inside lora_B, where the counter attributes it
     lora = lora_flops(counter, hyper.lora.adapter_name)
     out = {"steps": steps, "floor": (steps + 1) / steps, "flops_plain": counter.get_total_flops() - lora,
            "lora_flops": {str(big): lora, str(small): lora * small / big}, "merged_gib": hyper.merged_nbytes() / GIB,
@@ -657,8 +673,9 @@ def phase_inference(ctx, rounds: int, repeats: int) -> dict:
             out["merge_s"] = time.perf_counter() - start
             if not warm:
                 unmerged(hyper, forward)()  # the LoRA's own kernels
-            out["forward"] = _rounds({"off": off(hyper, forward), "on": unmerged(hyper, forward), "merged": forward},
-                                     rounds, device, bar, warm=warm)
+            peft = lambda: _call_with(_peft_forward(), unmerged(hyper, forward))  # noqa: E731
+            out["forward"] = _rounds({"off": off(hyper, forward), "on": unmerged(hyper, forward), "merged": forward,
+                                      "peft": peft}, rounds, device, bar, warm=warm)
             generation = {"base": off(hyper, generate), f"hypernoise_r{big}": unmerged(hyper, modulated(hyper)),
                           "merged": modulated(hyper)}
             if repeats:
@@ -667,7 +684,9 @@ def phase_inference(ctx, rounds: int, repeats: int) -> dict:
         hyper = _hypernetwork(gen, small)
         if not warm:
             forward()
-        out[f"forward_r{small}"] = _rounds({"off": off(hyper, forward), "on": forward}, rounds, device, bar, warm=warm)
+        out[f"forward_r{small}"] = _rounds({"off": off(hyper, forward), "on": forward,
+                                            "peft": lambda: _call_with(_peft_forward(), forward)},
+                                           rounds, device, bar, warm=warm)
         if repeats:
             small_gen = _rounds({"g": modulated(hyper)}, repeats, device, bar, warm=warm)
             out["generation"][f"hypernoise_r{small}"] = small_gen["g"]
@@ -679,6 +698,76 @@ def phase_forward(ctx, rounds: int) -> dict:
     """The backbone forwards of ``phase_inference`` alone (no decode, no generation), for more
     paired rounds in the same time."""
     return phase_inference(ctx, rounds, repeats=0)
+
+
+def _layer_inputs(hyper, noise, cond) -> list:
+    """One f_phi pass recording each adapted layer's input: [(layer, input, count)], one entry per
+    distinct (base weight shape, input shape); the final projection (delta only) left out."""
+    seen, hooks = {}, []
+
+    def record(layer):
+        def hook(_module, args):
+            key = (tuple(layer.base_layer.weight.shape), tuple(args[0].shape))
+            entry = seen.setdefault(key, [layer, args[0].clone(), 0])
+            entry[2] += 1
+        return hook
+
+    for site in hyper.lora.sites:
+        if site.layer is not hyper._final:
+            hooks.append(site.layer.register_forward_pre_hook(record(site.layer)))
+    try:
+        hyper(noise, cond)
+    finally:
+        for h in hooks:
+            h.remove()
+    return list(seen.values())
+
+
+def _calls(fn, device, at_least_s: float = 0.2) -> int:
+    """How many calls of ``fn`` last ``at_least_s`` (one timing of that many is steady enough)."""
+    return max(1, math.ceil(at_least_s / max(timed(fn, device), 1e-6)))
+
+
+def phase_layers(ctx, rounds: int) -> dict:
+    """Every distinct adapted layer of f_phi timed alone on the input it sees in a pass (rank 128
+    and 8): the base layer, the library's LoRA layer (in-place accumulation) and peft's forward,
+    in paired rounds. Summed over the pass's layers (each shape times its count) this is the LoRA's
+    cost in the forward without the whole forward's run-to-run noise; its excess over the
+    LoRA's FLOPs is the per-layer overhead."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    gen, device, noise, cond = ctx["gen"], ctx["device"], ctx["noise"], ctx["cond"]
+    out = {"rounds": rounds}
+    with torch.no_grad():
+        for rank in RANKS:
+            hyper = _hypernetwork(gen, rank)
+            entries, shapes = _layer_inputs(hyper, noise, cond), []
+            with ctx["bar"](total=len(entries), desc=f"layers r{rank}") as bar:
+                for layer, x, count in entries:
+                    with FlopCounterMode(display=False) as base_flops:
+                        layer.base_layer(x)
+                    with _peft_forward(), FlopCounterMode(display=False) as all_flops:
+                        layer(x)
+                    n = _calls(lambda: layer.base_layer(x), device)  # the same count for each variant
+                    variants = {"base": lambda: [layer.base_layer(x) for _ in range(n)],
+                                "library": lambda: [layer(x) for _ in range(n)],
+                                "peft": lambda: _call_with(_peft_forward(), lambda: [layer(x) for _ in range(n)])}
+                    timing = _rounds(variants, rounds, device)
+                    per_call = {name: timing[name]["median_s"] / n for name in timing}
+                    shapes.append({"weight": list(layer.base_layer.weight.shape), "input": list(x.shape),
+                                   "count": count, "lora_flop_share": all_flops.get_total_flops()
+                                   / base_flops.get_total_flops() - 1, **{f"{k}_s": v for k, v in per_call.items()},
+                                   **{f"{k}_ratio": timing[k]["ratio_to_base"] for k in ("library", "peft")}})
+                    bar.update(1)
+            hyper.remove()
+            total = lambda key: sum(e["count"] * e[key] for e in shapes)  # noqa: E731
+            base = total("base_s")
+            out[str(rank)] = {"layers": sum(e["count"] for e in shapes), "shapes": shapes, "base_s": base,
+                              "lora_flops_s": sum(e["count"] * e["base_s"] * e["lora_flop_share"] for e in shapes),
+                              "library_extra_s": total("library_s") - base, "peft_extra_s": total("peft_s") - base}
+        forward = lambda: gen.backbone_delta(noise, cond)  # noqa: E731  (the plain backbone: no LoRA now)
+        out["plain_forward_s"] = _rounds({"plain": forward}, 3, device)["plain"]["median_s"]
+    return out
 
 
 def _call_with(context, fn):
@@ -756,7 +845,7 @@ def _per_call_costs(hyper, device) -> dict:
 
 # --------------------------------------------------------------------------- jobs (one subprocess each)
 PHASES = {"train": phase_train, "max-batch": phase_max_batch, "reward": phase_reward, "overhead": phase_overhead,
-          "inference": phase_inference, "forward": phase_forward}
+          "inference": phase_inference, "forward": phase_forward, "layers": phase_layers}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -859,6 +948,7 @@ def cpu_plan(args) -> list:
         plan.append(_job(args, f"inference {model} 512px fp32", [("inference", {"rounds": 3, "repeats": 2})],
                          model=model, px=512))
     plan.append(_job(args, "forward sana-sprint 512px fp32", [("forward", {"rounds": 9})], model="sana-sprint", px=512))
+    plan.append(_job(args, "layers sana-sprint 512px fp32", [("layers", {"rounds": 9})], model="sana-sprint", px=512))
     for model, px, dtype in (("sana-sprint", 512, "fp32"), ("sana-sprint", 512, "bf16"), ("sd-turbo", 512, "fp32"),
                              ("sana-sprint", 256, "fp32"), ("sana-sprint", 256, "bf16")):
         plan.append(_job(args, f"train {model} {px}px {dtype}", _train_phases(), model=model, px=px, dtype=dtype,
@@ -997,14 +1087,15 @@ def table_reward(records) -> list:
 
 
 def table_forward(records) -> list:
-    lines = ["| model | rank | LoRA FLOPs | off (s) | on / off (FLOP-predicted) | merged / off | merged copy (GiB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | rank | LoRA FLOPs | off (s) | on / off (FLOP-predicted) | peft's forward / off | merged / off | "
+             "merged copy (GiB) |", "|---|---|---|---|---|---|---|---|"]
     for r in (r for r in records if r.get("phase") in ("inference", "forward") and "error" not in r):
         for rank, forward in ((RANKS[0], r["forward"]), (RANKS[1], r[f"forward_r{RANKS[1]}"])):
             share = r["lora_flops"][str(rank)] / r["flops_plain"]
             merged = forward.get("merged")
             lines.append(f"| {r['name']} | {rank} | +{100 * share:.1f} % | {_f(forward['off']['median_s'])} | "
                          f"{_f(forward['on']['ratio_to_off'], 3)} ({_f(1 + share, 3)}) | "
+                         f"{_f(forward['peft']['ratio_to_off'], 3) if 'peft' in forward else '-'} | "
                          f"{_f(merged['ratio_to_off'], 3) if merged else '-'} | "
                          f"{_f(r['merged_gib']) if merged else '-'} |")
     return lines
@@ -1044,6 +1135,22 @@ def table_generation(records) -> list:
     return lines
 
 
+def table_layers(records) -> list:
+    """The adapted layers timed alone and summed over one pass, as a share of the plain forward."""
+    lines = ["| model | rank | layers (shapes) | plain forward (s) | adapted layers' base time (s) | LoRA FLOPs | "
+             "library: extra / predicted forward ratio | peft: extra / predicted forward ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in records if r.get("phase") == "layers" and "error" not in r):
+        plain = r["plain_forward_s"]
+        for rank in RANKS:
+            x = r[str(rank)]
+            cells = [f"{_f(x[key])} s / {_f(1 + x[key] / plain, 3)}" for key in ("library_extra_s", "peft_extra_s")]
+            lines.append(f"| {r['name']} | {rank} | {x['layers']} ({len(x['shapes'])}) | {_f(plain)} | "
+                         f"{_f(x['base_s'])} | {_f(x['lora_flops_s'])} s / {_f(1 + x['lora_flops_s'] / plain, 3)} | "
+                         f"{cells[0]} | {cells[1]} |")
+    return lines
+
+
 def table_overhead(records) -> list:
     lines = ["| model | rounds | plain (s) | peft switch off / plain | bypass off / plain | peft wrappers per pass "
              "(ms) | bypass switch per pass (ms) |", "|---|---|---|---|---|---|---|"]
@@ -1074,7 +1181,8 @@ def table_1024(derived) -> list:
 
 def tables(records, derived) -> str:
     sections = [("Training step", table_train), ("Reward ensemble alone", table_reward),
-                ("Backbone forward", table_forward), ("Generation", table_generation),
+                ("Backbone forward", table_forward), ("LoRA layers alone", table_layers),
+                ("Generation", table_generation),
                 ("Attached-but-off overhead", table_overhead), ("Largest batch", table_max_batch)]
     out = []
     for title, fn in sections:

@@ -12,6 +12,13 @@ target list names one (the paper's released adapters do), it gets the dense LoRA
 built: A a full convolution (r, C_in, kh, kw), B a 1x1 convolution (C_out, r, 1, 1), registered
 through peft's custom-module mechanism so that keys, adapter switching and saving stay peft's.
 
+Plain Linear and Conv2d layers get peft's classes with one change, the forward of a layer that is
+on: B's matmul, the scale and the add accumulate into the base layer's fresh output in place, one
+``addmm_`` / ``baddbmm_`` (``low_rank_add``), where peft writes three more output-sized tensors
+per layer (B's output, its scaled copy, the sum); at rank 8 those tensors, not the LoRA's FLOPs,
+are most of its cost. Outputs and gradients equal peft's to rounding; every other path (switched
+off, merged, DoRA, mixed batches, mixed dtypes, a base layer with forward hooks) is peft's own.
+
 Switching off costs nothing per pass: ``BackboneLoRA.disabled`` puts each LoRA layer's base layer
 back in its parent for the duration (a ``LoraSite`` records where each LoRA layer sits), so g runs
 the plain backbone's modules, not peft's wrappers with their switch off. ``merged_copy`` builds a
@@ -103,6 +110,81 @@ def tuner_layers(backbone: nn.Module) -> list[nn.Module]:
     return [m for m in backbone.modules() if isinstance(m, BaseTunerLayer)]
 
 
+# --------------------------------------------------------------------------- in-place low-rank add
+def low_rank_add(result: torch.Tensor, h: torch.Tensor, b: nn.Module, scaling: float, owned: bool) -> torch.Tensor:
+    """``result + scaling * b(h)``; when ``owned`` (``result`` is a fresh tensor no one else holds),
+    accumulated into ``result`` in place by one BLAS call and ``result`` returned.
+
+    Linear: result [..., out], h [..., r], b.weight [out, r]: ``addmm_`` on the flattened rows.
+    Convolution (B is 1x1): result [N, out, H, W], h [N, r, H, W], b.weight [out, r, 1, 1]:
+    ``baddbmm_`` over the images. Autograd allows it: the base layer's backward needs its inputs,
+    not its output. Anything else (not owned, mixed dtypes, a bias on B, a non-contiguous result)
+    takes peft's expression, which writes three output-sized tensors.
+    """
+    w = b.weight
+    fusable = (owned and getattr(b, "bias", None) is None and result.dtype == h.dtype == w.dtype
+               and result.is_contiguous())
+    if fusable and w.dim() == 2:
+        result.view(-1, w.shape[0]).addmm_(h.reshape(-1, w.shape[1]), w.t(), alpha=scaling)
+        return result
+    if fusable and w.dim() == 4 and w.shape[2:] == (1, 1) and result.dim() == 4 and h.shape[2:] == result.shape[2:]:
+        n, o, r = result.shape[0], w.shape[0], w.shape[1]
+        result.view(n, o, -1).baddbmm_(w.view(1, o, r).expand(n, o, r), h.reshape(n, r, -1), alpha=scaling)
+        return result
+    return result + b(h) * scaling
+
+
+def _owned(layer) -> bool:
+    """Whether the base layer's output is the fresh tensor its forward made (no forward hook could
+    have handed out, or returned, a tensor someone else holds)."""
+    return not (layer.base_layer._forward_hooks or layer.base_layer._forward_pre_hooks)
+
+
+def _lean(layer, args: tuple, kwargs: dict) -> bool:
+    """Whether a peft layer's forward is plain LoRA (no switch off, merge, variant, mixed batch or
+    extra arguments), which ``low_rank_add`` computes exactly as peft does."""
+    names = [n for n in layer.active_adapters if n in layer.lora_A]
+    return not (args or kwargs or layer.disable_adapters or layer.merged or getattr(layer, "lora_variant", None)
+                or any(getattr(layer, "use_dora", {}).get(n) or layer.lora_bias.get(n) for n in names))
+
+
+def _lean_forward(layer, x: torch.Tensor) -> torch.Tensor:
+    """peft's LoRA forward (base + sum over active adapters of scaling B A dropout(x)), each
+    adapter's B, scale and add fused by ``low_rank_add``."""
+    result = layer.base_layer(x)
+    out_dtype, owned = result.dtype, _owned(layer)
+    for name in layer.active_adapters:
+        if name in layer.lora_A:
+            a = layer.lora_A[name]
+            h = a(layer.lora_dropout[name](layer._cast_input_dtype(x, a.weight.dtype)))
+            result = low_rank_add(result, h, layer.lora_B[name], layer.scaling[name], owned)
+    return result.to(out_dtype)
+
+
+def _fused_classes() -> dict:
+    """Build (once) peft's LoRA Linear and Conv2d with the fused forward; peft is imported lazily.
+    They are peft's classes in every other respect (weights, keys, merging, switching)."""
+    global _FUSED
+    if _FUSED:
+        return _FUSED
+    from peft.tuners.lora import layer as peft_layer
+
+    def fused_forward(peft_forward):
+        def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            return _lean_forward(self, x) if _lean(self, args, kwargs) else peft_forward(self, x, *args, **kwargs)
+        return forward
+
+    for base_cls, name in ((peft_layer.Linear, "FusedLoraLinear"), (peft_layer.Conv2d, "FusedLoraConv2d")):
+        cls = type(name, (base_cls,), {"forward": fused_forward(base_cls.forward), "__module__": __name__,
+                                       "__doc__": f"peft's {base_cls.__name__} with ``low_rank_add``'s fused forward."})
+        cls.__qualname__ = name
+        _FUSED[name] = cls
+    return _FUSED
+
+
+_FUSED: dict = {}
+
+
 # --------------------------------------------------------------------------- dense LoRA on grouped convs
 def _dense_grouped_conv_class():
     """Build (once) the peft LoRA layer class for grouped Conv2d; peft is imported lazily."""
@@ -145,12 +227,12 @@ def _dense_grouped_conv_class():
             result = self.base_layer(x, *args, **kwargs)
             if self.disable_adapters:
                 return result
-            out_dtype = result.dtype
+            out_dtype, owned = result.dtype, _owned(self)
             for name in self.active_adapters:
                 if name in self.lora_A:
                     a, b = self.lora_A[name], self.lora_B[name]
                     h = self.lora_dropout[name](x.to(a.weight.dtype))
-                    result = result + b(a(h)) * self.scaling[name]
+                    result = low_rank_add(result, a(h), b, self.scaling[name], owned)
             return result.to(out_dtype)
 
     # importable by name (module-level __getattr__ below), so layers holding it pickle
@@ -165,18 +247,24 @@ _DenseGroupedLoraConv2d = None
 def __getattr__(name: str):
     if name == "DenseGroupedLoraConv2d":
         return _dense_grouped_conv_class()
+    if name in ("FusedLoraLinear", "FusedLoraConv2d"):
+        return _fused_classes()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _dispatch_grouped_conv(target: nn.Module, adapter_name: str, config, **kwargs) -> Optional[nn.Module]:
-    """peft custom-module dispatcher: dense LoRA for grouped Conv2d, None (peft's default) otherwise."""
+def _dispatch(target: nn.Module, adapter_name: str, config, **kwargs) -> Optional[nn.Module]:
+    """peft custom-module dispatcher: dense LoRA for grouped Conv2d, the fused classes for plain
+    Linear and Conv2d (``low_rank_add``), None (peft's default) otherwise."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-    if not (isinstance(base, nn.Conv2d) and base.groups > 1):
-        return None
-    layer_class = _dense_grouped_conv_class()
-    return layer_class(target, adapter_name, config=config, r=kwargs["r"], lora_alpha=kwargs["lora_alpha"])
+    if isinstance(base, nn.Conv2d) and base.groups > 1:
+        layer_class = _dense_grouped_conv_class()
+        return layer_class(target, adapter_name, config=config, r=kwargs["r"], lora_alpha=kwargs["lora_alpha"])
+    if type(base) in (nn.Linear, nn.Conv2d) and not config.fan_in_fan_out:
+        fused = _fused_classes()["FusedLoraLinear" if type(base) is nn.Linear else "FusedLoraConv2d"]
+        return fused(target, adapter_name, config=config, **kwargs)
+    return None
 
 
 def redraw_lora(layers: list, adapter_name: str, init: str, seed: int) -> None:
@@ -370,8 +458,9 @@ class BackboneLoRA:
         self.peft_config = LoraConfig(r=int(settings.rank), lora_alpha=settings.lora_alpha, target_modules=targets,
                                       init_lora_weights="gaussian" if settings.init == "gaussian" else True,
                                       lora_dropout=0.0)
-        # grouped convolutions, when targeted, get peft < 0.16's dense LoRA (see the module docstring)
-        self.peft_config._register_custom_module({nn.Conv2d: _dispatch_grouped_conv})
+        # grouped convolutions, when targeted, get peft < 0.16's dense LoRA (see the module docstring);
+        # plain Linear and Conv2d peft's layers with the fused forward (``low_rank_add``)
+        self.peft_config._register_custom_module({nn.Conv2d: _dispatch, nn.Linear: _dispatch})
         inject_adapter_in_model(self.peft_config, backbone, adapter_name=self.adapter_name)
         tag = f".{self.adapter_name}"
         self.params = {name.replace(tag, ""): p for name, p in backbone.named_parameters()

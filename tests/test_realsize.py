@@ -79,11 +79,49 @@ def test_quick_inference_job_writes_every_field(tmp_path):
     assert data["meta"]["quick"] and data["meta"]["weights"].startswith("random")
     (rec,) = data["results"]
     assert "error" not in rec, rec
-    assert set(rec["forward"]) == {"off", "on", "merged"} and set(rec["forward_r8"]) == {"off", "on"}
+    assert set(rec["forward"]) == {"off", "on", "merged", "peft"} and set(rec["forward_r8"]) == {"off", "on", "peft"}
     assert set(rec["generation"]) == {"base", "hypernoise_r128", "merged", "hypernoise_r8"}
     assert rec["lora_flops"]["8"] == pytest.approx(rec["lora_flops"]["128"] / 16) and rec["flops_plain"] > 0
     assert rec["merged_gib"] > 0 and rec["floor"] == 2.0 and rec["decode"]["decode"]["median_s"] > 0
     assert "### Generation" in done.stdout and "### Backbone forward" in done.stdout
+
+
+def test_peft_forward_variant_runs_peft_and_restores_the_library_forward():
+    """The ``peft`` rows time peft's own LoRA forward; after them the library's is back."""
+    from peft.tuners.lora import layer as peft_layer
+
+    from hypernoise.lora import _fused_classes
+
+    cls = _fused_classes()["FusedLoraLinear"]
+    own = cls.forward
+    with _module()._peft_forward():
+        assert cls.forward is peft_layer.Linear.forward
+    assert cls.forward is own and own is not peft_layer.Linear.forward
+
+
+def test_layers_phase_times_every_adapted_layer_once_per_use():
+    """The ``layers`` phase covers each adapted layer of a pass (all but the delta-only final
+    projection), and its FLOP share of a Linear is the LoRA's r (in + out) / (in x out)."""
+    import contextlib
+
+    realsize = _module()
+    torch.manual_seed(0)
+    gen = realsize.build_generator("sana-sprint", 64, torch.float32, "cpu", quick=True)
+    bar = lambda **kw: contextlib.nullcontext(type("Bar", (), {"update": lambda self, n: None})())  # noqa: E731
+    ctx = {"gen": gen, "device": torch.device("cpu"), "noise": gen.sample_noise(1, seed=0),
+           "cond": gen.encode(["a red cube"]), "bar": bar}
+    out = realsize.phase_layers(ctx, rounds=1)
+    hyper = realsize._hypernetwork(gen, 8)
+    sites = len(hyper.lora.sites)
+    hyper.remove()
+    for rank in realsize.RANKS:
+        rec = out[str(rank)]
+        assert rec["layers"] == sites - 1 and rec["base_s"] > 0 and out["plain_forward_s"] > 0
+        for shape in rec["shapes"]:
+            assert shape["library_s"] > 0 and shape["peft_s"] > 0
+            if len(shape["weight"]) == 2:
+                o, i = shape["weight"]
+                assert shape["lora_flop_share"] == pytest.approx(rank * (i + o) / (i * o), rel=1e-6)
 
 
 @pytest.mark.slow

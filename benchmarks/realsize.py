@@ -749,9 +749,9 @@ def phase_layers(ctx, rounds: int) -> dict:
                     with _peft_forward(), FlopCounterMode(display=False) as all_flops:
                         layer(x)
                     n = _calls(lambda: layer.base_layer(x), device)  # the same count for each variant
-                    variants = {"base": lambda: [layer.base_layer(x) for _ in range(n)],
-                                "library": lambda: [layer(x) for _ in range(n)],
-                                "peft": lambda: _call_with(_peft_forward(), lambda: [layer(x) for _ in range(n)])}
+                    variants = {"base": lambda: _repeat(layer.base_layer, x, n),
+                                "library": lambda: _repeat(layer, x, n),
+                                "peft": lambda: _call_with(_peft_forward(), lambda: _repeat(layer, x, n))}
                     timing = _rounds(variants, rounds, device)
                     per_call = {name: timing[name]["median_s"] / n for name in timing}
                     shapes.append({"weight": list(layer.base_layer.weight.shape), "input": list(x.shape),
@@ -768,6 +768,13 @@ def phase_layers(ctx, rounds: int) -> dict:
         forward = lambda: gen.backbone_delta(noise, cond)  # noqa: E731  (the plain backbone: no LoRA now)
         out["plain_forward_s"] = _rounds({"plain": forward}, 3, device)["plain"]["median_s"]
     return out
+
+
+def _repeat(module, x: torch.Tensor, n: int) -> None:
+    """``n`` calls of ``module(x)``, each output dropped at once as in a pass (kept alive, every
+    output would land in fresh, cold memory and the in-place add would read it from there)."""
+    for _ in range(n):
+        module(x)
 
 
 def _call_with(context, fn):

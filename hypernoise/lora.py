@@ -117,20 +117,27 @@ def low_rank_add(result: torch.Tensor, h: torch.Tensor, b: nn.Module, scaling: f
 
     Linear: result [..., out], h [..., r], b.weight [out, r]: ``addmm_`` on the flattened rows.
     Convolution (B is 1x1): result [N, out, H, W], h [N, r, H, W], b.weight [out, r, 1, 1]:
-    ``baddbmm_`` over the images. Autograd allows it: the base layer's backward needs its inputs,
-    not its output. Anything else (not owned, mixed dtypes, a bias on B, a non-contiguous result)
-    takes peft's expression, which writes three output-sized tensors.
+    ``baddbmm_`` over the images when ``result`` is contiguous, ``addmm_`` on its pixel rows when
+    it is channels-last (a convolution of a channels-last input, as SANA's feed-forward gets).
+    Autograd allows it: the base layer's backward needs its inputs, not its output. Anything else
+    (not owned, mixed dtypes, a bias on B, another layout) takes peft's expression, which writes
+    three output-sized tensors.
     """
     w = b.weight
-    fusable = (owned and getattr(b, "bias", None) is None and result.dtype == h.dtype == w.dtype
-               and result.is_contiguous())
-    if fusable and w.dim() == 2:
+    if not (owned and getattr(b, "bias", None) is None and result.dtype == h.dtype == w.dtype):
+        return result + b(h) * scaling
+    if w.dim() == 2 and result.is_contiguous():
         result.view(-1, w.shape[0]).addmm_(h.reshape(-1, w.shape[1]), w.t(), alpha=scaling)
         return result
-    if fusable and w.dim() == 4 and w.shape[2:] == (1, 1) and result.dim() == 4 and h.shape[2:] == result.shape[2:]:
+    if w.dim() == 4 and w.shape[2:] == (1, 1) and result.dim() == 4 and h.shape[2:] == result.shape[2:]:
         n, o, r = result.shape[0], w.shape[0], w.shape[1]
-        result.view(n, o, -1).baddbmm_(w.view(1, o, r).expand(n, o, r), h.reshape(n, r, -1), alpha=scaling)
-        return result
+        if result.is_contiguous():
+            result.view(n, o, -1).baddbmm_(w.view(1, o, r).expand(n, o, r), h.reshape(n, r, -1), alpha=scaling)
+            return result
+        if result.is_contiguous(memory_format=torch.channels_last):
+            rows = result.permute(0, 2, 3, 1).view(-1, o)  # [N*H*W, out], the tensor's own memory
+            rows.addmm_(h.permute(0, 2, 3, 1).reshape(-1, r), w.view(o, r).t(), alpha=scaling)
+            return result
     return result + b(h) * scaling
 
 

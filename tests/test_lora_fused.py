@@ -1,5 +1,6 @@
 """The fused LoRA forward (``lora.low_rank_add``) computes what peft's own forward computes:
-outputs and gradients, Linear on 2-D and 3-D inputs, strided and 1x1 convolutions, the dense
+outputs and gradients, Linear on 2-D and 3-D inputs, strided and 1x1 convolutions (contiguous
+and channels-last), the dense
 LoRA of grouped convolutions, fp32 and bf16; keys and classes stay peft's."""
 
 import pytest
@@ -45,7 +46,8 @@ def _inputs(dtype):
     g = torch.Generator().manual_seed(1)
     return {"proj": [torch.randn(5, 16, generator=g, dtype=dtype), torch.randn(2, 7, 16, generator=g, dtype=dtype)],
             "conv": [torch.randn(2, 8, 9, 9, generator=g, dtype=dtype)],
-            "point": [torch.randn(2, 12, 5, 5, generator=g, dtype=dtype)],
+            "point": [torch.randn(2, 12, 5, 5, generator=g, dtype=dtype),  # and channels-last, as SANA's FFN
+                      torch.randn(2, 5, 5, 12, generator=g, dtype=dtype).permute(0, 3, 1, 2)],
             "depth": [torch.randn(2, 12, 5, 5, generator=g, dtype=dtype)]}
 
 
@@ -119,3 +121,17 @@ def test_a_forward_hook_on_the_base_layer_sees_the_base_output_unchanged():
     y = net.proj(x)
     base = nn.functional.linear(x, net.proj.base_layer.weight, net.proj.base_layer.bias)
     assert torch.equal(kept[0], base) and not torch.allclose(y, base)
+
+
+def test_channels_last_convolution_accumulates_in_place():
+    """SANA's feed-forward convolves channels-last activations; their 1x1 LoRA must take the
+    in-place path (one output-sized tensor, in the base output's layout), not peft's expression."""
+    from hypernoise.lora import low_rank_add
+
+    b = nn.Conv2d(4, 6, 1, bias=False)
+    h = torch.randn(2, 3, 3, 4).permute(0, 3, 1, 2)
+    result = torch.randn(2, 3, 3, 6).permute(0, 3, 1, 2)
+    want = result + b(h) * 0.5
+    out = low_rank_add(result, h, b, 0.5, owned=True)
+    assert out is result and out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, want, atol=1e-6)

@@ -3,7 +3,8 @@
 #
 #     bash benchmarks/gpu_check.sh
 #
-# Installs what is missing (never another torch: the installed one is pinned by a constraint),
+# Installs what is missing (never another torch: the installed one is pinned by a constraint; on a
+# machine without the package index, from the wheels that benchmarks/gpu_wheels.sh fetched into .whl),
 # then runs benchmarks/realsize.py's GPU plan in bf16 on CUDA with random weights built from the
 # published configs (nothing is downloaded): SANA-Sprint 0.6B at 1024 px, SD-Turbo at 512 px and
 # FLUX-Schnell's transformer at 512 px, each with the full ReNO reward ensemble at real widths:
@@ -17,7 +18,16 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT_DIR="${OUT:-$ROOT/benchmarks/results/gpu_check}"
-PY="${PYTHON:-$(command -v python || command -v python3)}"
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then  # the interpreter that holds torch (on the lent H200: python3)
+    for candidate in python3 python; do
+        if command -v "$candidate" >/dev/null && "$candidate" -c 'import torch' 2>/dev/null; then
+            PY="$(command -v "$candidate")"; break
+        fi
+    done
+    PY="${PY:-python3}"
+fi
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # absolute: steps below cd
 BUDGET_S="${GPU_CHECK_BUDGET_S:-450}"  # seconds for everything, install included
 mkdir -p "$OUT_DIR"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -29,7 +39,21 @@ if ! TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/n
     exit 2
 fi
 
-# 2. the rest, only what is missing, with torch pinned to the installed version
+# 2. carried wheels first (a machine without the package index: benchmarks/gpu_wheels.sh makes them
+#    where pip works), into a folder of their own put before everything else on the path; never torch
+WHEELS="${GPU_CHECK_WHEELS:-$ROOT/.whl}"
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+    if compgen -G "$WHEELS/torch-*.whl" >/dev/null; then
+        echo "gpu_check: $WHEELS holds a torch wheel; remove it: the machine's own CUDA build of torch is kept" >&2
+        exit 2
+    fi
+    site="${GPU_CHECK_SITE:-/tmp/gpu_check_site}"
+    "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$WHEELS"/*.whl
+    export PYTHONPATH="$site:$PYTHONPATH"
+    echo "gpu_check: installed the carried wheels of $WHEELS into $site: $(cd "$WHEELS" && ls *.whl | sed 's/-[0-9].*//' | tr '\n' ' ')"
+fi
+
+# 3. the rest, only what is missing, with torch pinned to the installed version
 missing="$(cd /tmp && "$PY" - <<'EOF'
 import importlib.util
 wanted = ["hypernoise", "diffusers", "transformers", "peft", "accelerate", "safetensors", "tqdm"]
@@ -40,11 +64,14 @@ if [ -n "$missing" ]; then
     echo "gpu_check: installing what is missing ($missing), torch kept at $TORCH_VERSION"
     constraints="$(mktemp)"
     echo "torch==$TORCH_VERSION" > "$constraints"
-    "$PY" -m pip install --quiet -c "$constraints" -e "$ROOT[diffusers]"
+    if ! "$PY" -m pip install --quiet -c "$constraints" -e "$ROOT[diffusers]"; then
+        echo "gpu_check: could not install $missing (no package index here?); run 'bash benchmarks/gpu_wheels.sh' where pip works and bring its .whl folder" >&2
+        exit 2
+    fi
     rm -f "$constraints"
 fi
 
-# 3. the measurements
+# 4. the measurements
 if [ "${HYPERNOISE_GPU_CHECK_CPU:-0}" = "1" ]; then
     device=(--device cpu --plan gpu --quick)
 else

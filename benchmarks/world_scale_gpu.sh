@@ -14,7 +14,7 @@
 #
 # Environment: STEPS (80000), RANK (32), DEVICE (cuda), EVAL_SEEDS (8: seeds 0..7), BUDGET_S (480:
 # the training time to fit), CALIBRATE (1: time CAL_STEPS = 200 steps first and, where STEPS would
-# not fit BUDGET_S, train the steps that do, recorded as `steps` beside `steps_asked`), PYTHON (python),
+# not fit BUDGET_S, train the steps that do, recorded as `steps` beside `steps_asked`), PYTHON (python3, else python),
 # REFERENCE (the bench results whose ReNO gain is the yardstick: benchmarks/results/world_frontier.json,
 # else world_bench.json).
 set -euo pipefail
@@ -27,7 +27,7 @@ EVAL_SEEDS=${EVAL_SEEDS:-8}
 BUDGET_S=${BUDGET_S:-480}
 CALIBRATE=${CALIBRATE:-1}
 CAL_STEPS=${CAL_STEPS:-200}
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REFERENCE=${REFERENCE:-}
 if [ -z "$REFERENCE" ]; then

@@ -158,3 +158,54 @@ def test_gpu_check_runs_end_to_end_on_the_cpu_path(tmp_path):
     assert {r["model"] for r in batches} == {"sana-sprint", "sd-turbo", "flux-schnell"}
     assert all(r["largest_batch"] == 4 and r["stopped_by"] == "limit" for r in batches)
     assert (tmp_path / "realsize_gpu.md").read_text().startswith("python benchmarks/realsize.py")
+
+
+def _wheel(folder: Path, name: str) -> Path:
+    """A minimal pure-Python wheel of a one-line module ``name``."""
+    import zipfile
+
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    info = f"{name}-1.0.dist-info"
+    files = {f"{name}.py": "VALUE = 7\n", f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(path, "w") as z:
+        for f, text in files.items():
+            z.writestr(f, text)
+    return path
+
+
+def _gpu_check(tmp_path, wheels: Path):
+    env = {**os.environ, "HYPERNOISE_GPU_CHECK_CPU": "1", "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
+           "GPU_CHECK_WHEELS": str(wheels), "GPU_CHECK_SITE": str(tmp_path / "site"), "GPU_CHECK_BUDGET_S": "0"}
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=ROOT)
+
+
+def test_gpu_check_installs_carried_wheels_before_anything_else(tmp_path):
+    """The lent GPU machine cannot reach the package index: the wheels that gpu_wheels.sh fetched
+    are installed, without the index, into a folder of their own that comes first on the path."""
+    wheels = tmp_path / "whl"
+    wheels.mkdir()
+    _wheel(wheels, "hn_probe")
+    done = _gpu_check(tmp_path, wheels)  # budget 0: the install, then every job skipped
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "installed the carried wheels" in done.stdout and "hn_probe" in done.stdout
+    assert (tmp_path / "site" / "hn_probe.py").read_text() == "VALUE = 7\n"
+
+
+def test_gpu_check_refuses_a_carried_torch_wheel(tmp_path):
+    wheels = tmp_path / "whl"
+    wheels.mkdir()
+    _wheel(wheels, "torch")
+    done = _gpu_check(tmp_path, wheels)
+    assert done.returncode == 2 and "holds a torch wheel" in done.stderr
+    assert not (tmp_path / "site").exists()  # nothing installed over the machine's torch
+
+
+def test_gpu_wheels_never_fetches_torch(tmp_path):
+    env = {**os.environ, "GPU_WHEELS": "torch", "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_wheels.sh"), str(tmp_path)], capture_output=True,
+                          text=True, env=env, timeout=120, cwd=ROOT)
+    assert done.returncode == 2 and "never torch" in done.stderr
+    assert not list(tmp_path.iterdir())

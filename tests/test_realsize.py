@@ -133,7 +133,7 @@ def test_quick_cpu_plan_end_to_end(tmp_path):
     errors = [r for r in data["results"] if "error" in r]
     assert not errors, errors
     phases = {r["phase"] for r in data["results"]}
-    assert phases == {"overhead", "inference", "train", "reward"}
+    assert phases == {"overhead", "inference", "forward", "layers", "train", "reward"}
     for rec in data["results"]:
         if rec["phase"] in ("train", "reward"):
             assert rec["step_s"] > 0 and rec["peak_gib"] > 0 and rec["memory"]

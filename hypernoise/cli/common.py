@@ -122,21 +122,39 @@ def model_config(args) -> ModelConfig:
                        height=args.height, width=args.width, prompt_cache_mb=getattr(args, "prompt_cache_mb", None))
 
 
-def auto_threads(generator: str) -> int:
-    """CPU threads for a run: 1 for toy2d; otherwise the idle cores (cores minus the 1-minute load
-    average, at least 1). Oversubscribed cores are ruinous for PyTorch on a CPU: on a busy 2-core
-    machine a tiny diffusers training step took 28 s with 2 threads, 0.4 s with 1. On an idle one,
-    a shapes training step (batch 64) takes 0.52 s with 2 threads and 0.82 s with 1."""
+def busy_cores(loadavg: str = "/proc/loadavg", samples: int = 5, gap_s: float = 0.05) -> float:
+    """How many cores other work keeps busy now: the fewest runnable tasks besides this one over
+    ``samples`` reads of ``loadavg`` (its fourth field, ``running/total``), ``gap_s`` apart, so a
+    moment's blip does not count. Where that file is missing, the 1-minute load average; that one
+    lags: a ``pip install`` that ended a minute ago still weighs about one core on it, which is
+    why it is not the first choice (the README's command installs, then trains)."""
     import os
+    import time
 
+    try:
+        counts = []
+        for i in range(samples):
+            if i:
+                time.sleep(gap_s)
+            with open(loadavg) as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        return float(max(0, min(counts)))
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+
+
+def auto_threads(generator: str) -> int:
+    """CPU threads for a run: 1 for toy2d; otherwise the idle cores (cores minus ``busy_cores``,
+    at least 1). Oversubscribed cores are ruinous for PyTorch on a CPU: on a busy 2-core machine a
+    tiny diffusers training step took 28 s with 2 threads, 0.4 s with 1. On an idle one, a shapes
+    training step (batch 64) takes 0.52 s with 2 threads and 0.82 s with 1."""
     if generator in SMALL_GENERATORS:
         return 1
     cores = machine_cores()
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return max(1, min(cores, int(cores - load + 0.5)))
+    return max(1, min(cores, int(cores - busy_cores() + 0.5)))
 
 
 def configure_threads(args) -> None:

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 
 from hypernoise import __version__
 from hypernoise.errors import AdapterError, plain
-from hypernoise.io import save_tensors
+from hypernoise.io import json_problem, load_json, replace_folder, save_tensors
 from hypernoise.generators.base import Generator
 from hypernoise.hub import resolve_adapter_source
 from hypernoise.hypernet import LoRAHypernetwork, LoraSettings, MLPHypernetwork, NoiseHypernetwork
@@ -44,6 +44,12 @@ PEFT_CONFIG_FILE = "adapter_config.json"
 
 #: hypernetwork type (as written in hypernoise.json) -> builder(generator, config dict)
 HYPERNETS: Registry = Registry("hypernetwork type")
+#: the type ``methods.finetune`` writes: a LoRA of the generator itself, not a noise hypernetwork
+FINETUNE_KIND = "finetune-lora"
+#: adapter types that are not hypernetworks -> what the folder is and where it is used instead
+OTHER_KINDS = {FINETUNE_KIND: "a fine-tuning adapter (a LoRA of the generator itself, written by `hypernoise train "
+                              "--method finetune`), not a noise hypernetwork; use it with `hypernoise evaluate "
+                              "--method finetune --adapter {folder}`"}
 
 
 @HYPERNETS.register("mlp", help="standalone MLP on the flattened noise")
@@ -76,9 +82,7 @@ def save_adapter(folder, hypernet: NoiseHypernetwork, generator: Generator, sett
     except BaseException:  # a full disk, a file-size limit, a signal: no half-written folder is left
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    replace_folder(tmp, folder)  # files of the old folder not written anew (a user's README.md) are kept
     return folder
 
 
@@ -97,7 +101,16 @@ def resolve_adapter_folder(folder, subfolder: Optional[str] = None) -> Path:
     instead: a training run's folder (which holds ``adapter/``) or a file inside an adapter folder
     (its ``.safetensors``, its json) is answered with "pass RUN/adapter", not "does not exist".
     A Hub id (no such local path) is fetched through the Hugging Face cache (``hub``)."""
-    folder = resolve_adapter_source(folder, subfolder)
+    if not isinstance(folder, (str, os.PathLike)):
+        raise AdapterError(f"an adapter is a folder or a Hub id (OWNER/NAME), not {type(folder).__name__} "
+                           f"({str(folder)[:40]}); pass the adapter/ folder that `hypernoise train` wrote")
+    return check_local_folder(resolve_adapter_source(folder, subfolder))
+
+
+def check_local_folder(folder: Path) -> Path:
+    """``folder`` if it can be an adapter folder; else the ``AdapterError`` that names the folder
+    to pass (``resolve_adapter_folder``'s checks, for a local path)."""
+    folder = Path(folder)
     markers = (META_FILE, PEFT_CONFIG_FILE)
     if folder.is_file():
         parent = folder.parent
@@ -115,6 +128,13 @@ def resolve_adapter_folder(folder, subfolder: Optional[str] = None) -> Path:
     return folder
 
 
+def adapter_kind(folder) -> str:
+    """The type an adapter folder records (``"lora"``, ``"mlp"``, ``FINETUNE_KIND``; ``"lora"`` for a
+    bare peft folder), read from its metadata alone."""
+    meta = read_metadata(resolve_adapter_folder(folder))
+    return str(((meta or {}).get("hypernetwork") or {}).get("type", "lora"))
+
+
 def read_metadata(folder) -> Optional[dict]:
     """``hypernoise.json`` of an adapter folder (None where there is none), checked to be what
     ``save_adapter`` writes: an object whose ``hypernetwork`` and ``settings`` are objects, whose
@@ -124,9 +144,10 @@ def read_metadata(folder) -> Optional[dict]:
     if not path.is_file():
         return None
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as e:  # unreadable, not UTF-8 (UnicodeDecodeError), not JSON
-        raise AdapterError(f"{path} is corrupt ({type(e).__name__}: {str(e)[:120]}); re-save the adapter") from None
+        meta = load_json(path.read_text())
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8 (UnicodeDecodeError), not JSON, too deep or large
+        why = e.strerror if isinstance(e, OSError) else json_problem(e)
+        raise AdapterError(f"{path} is corrupt ({type(e).__name__}: {why}); re-save the adapter") from None
 
     def bad(what: str) -> AdapterError:
         return AdapterError(f"{path} is corrupt ({what}); re-save the adapter or pass another folder")
@@ -167,7 +188,7 @@ def _reference_config(folder: Path) -> dict:
     convolutions with dense LoRA, ``adapter_model.bin``). Options that would change the result
     but are not loaded are refused rather than ignored."""
     try:
-        cfg = json.loads((folder / PEFT_CONFIG_FILE).read_text())
+        cfg = load_json((folder / PEFT_CONFIG_FILE).read_text())
         if not isinstance(cfg, dict):
             raise TypeError(f"it holds {json_kind(cfg)}, not an object")
         rank = cfg["r"]
@@ -215,9 +236,12 @@ def load_adapter(generator: Generator, folder, on_build: Optional[Callable] = No
         config = _reference_config(folder)
     else:
         raise AdapterError(f"{folder} is not an adapter folder (no {META_FILE} or {PEFT_CONFIG_FILE})")
+    kind = config.get("type", "lora")
+    if kind in OTHER_KINDS:
+        raise AdapterError(f"{folder} is {OTHER_KINDS[kind].format(folder=folder)}")
     weights = _read_weights(folder)
     try:
-        hypernet = HYPERNETS.build(config.get("type", "lora"), generator=generator, config=config)  # ConfigError is a ValueError
+        hypernet = HYPERNETS.build(kind, generator=generator, config=config)  # ConfigError is a ValueError
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise AdapterError(f"adapter {folder} has an unusable hypernetwork config ({plain(str(e))})") from None
     if on_build is not None:

@@ -14,7 +14,7 @@ freed memory, up to 256 MiB of it, stays with the process: its resident size (wh
 ``peak_memory_mb`` reads) can be that much higher (+116 to +191 MB on the world's bench, whose
 process holds about 1 GB). The CLI calls it at start; from Python, call it once. It does nothing
 off glibc, when the user tunes the allocator (any of ``USER_TUNING`` set), or with
-``HYPERNOISE_MALLOC_TUNING=0``.
+``HYPERNOISE_MALLOC_TUNING=0`` (a value neither on nor off is refused by ``env.check_environment``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ import ctypes
 import os
 import platform
 from typing import Mapping, Optional
+
+from hypernoise.env import flag
+from hypernoise.errors import ConfigError
 
 #: mallopt(3) parameters
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
@@ -40,7 +43,10 @@ _tuned: Optional[bool] = None
 def wanted(environ: Optional[Mapping[str, str]] = None) -> bool:
     """Whether ``tune`` may change the allocator: glibc, no user tuning, not switched off."""
     env = os.environ if environ is None else environ
-    if env.get("HYPERNOISE_MALLOC_TUNING", "1").strip().lower() in ("0", "false", "no", "off"):
+    try:
+        if not flag("HYPERNOISE_MALLOC_TUNING", env):
+            return False
+    except ConfigError:  # a value neither on nor off: hands off; the CLI reports it (env.check_environment)
         return False
     if any(env.get(name) for name in USER_TUNING):
         return False

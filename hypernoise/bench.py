@@ -27,7 +27,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from hypernoise.errors import ConfigError, Interrupted
+from hypernoise.adapter import FINETUNE_KIND, adapter_kind
+from hypernoise.errors import AdapterError, ConfigError, Interrupted
 from hypernoise.evaluation import EvalConfig, evaluate
 from hypernoise.hypernet.base import check_passes
 from hypernoise.methods import train
@@ -171,10 +172,24 @@ def summarize(methods: dict, features: Optional[dict] = None) -> dict:
             "fidelity_to_real": {m: r.get("fidelity") for m, r in methods.items()}}
 
 
+def _check_adapter_kinds(adapters: dict) -> None:
+    """Each adapter given is of its method's kind, said before anything trains: a HyperNoise
+    adapter given as the fine-tuning one (or the reverse) would otherwise fail after the rest ran."""
+    for method, folder in adapters.items():
+        if folder is None:
+            continue
+        finetune = adapter_kind(folder) == FINETUNE_KIND
+        if finetune != (method == "finetune"):
+            what, other = ("a fine-tuning adapter", "finetune") if finetune else ("a HyperNoise adapter", "hypernoise")
+            raise AdapterError(f"`{method}_adapter` {folder} is {what}; pass it as `{other}_adapter`, or give the "
+                               f"adapter `hypernoise train --method {method}` wrote")
+
+
 def run_bench(cfg: BenchConfig, out_dir, generator=None) -> dict:
     """Run everything into ``out_dir``; ``generator`` (optional) is used only to read prompts and
     defaults: each method gets a freshly built generator so adapters never meet."""
     out = Path(out_dir)
+    _check_adapter_kinds({"hypernoise": cfg.hypernoise_adapter, "finetune": cfg.finetune_adapter})
     gen = generator or cfg.model.build()
     prompts, train_prompts = gen.default_prompts("test"), gen.default_prompts("train")
     train_cfg = cfg.train or default_config(gen, model=cfg.model, reward=cfg.reward)

@@ -6,7 +6,8 @@
     check_launch_env(environ) -> int                                    (the process count a launcher set, checked)
 
 A device that cannot be used here (``cuda`` without CUDA, ``cuda:3`` on a one-GPU machine, ``mps``
-off a Mac, a name torch does not know) is a ``ConfigError`` naming `device`, before any model loads.
+off a Mac, ``meta``, which holds no data, a name torch does not know) is a ``ConfigError`` naming
+`device`, before any model loads.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ def check_device(device: Union[str, torch.device], field: str = "device") -> tor
         if mps is None or not mps.is_available():
             raise ConfigError(f"MPS is not available on this machine; drop `{field}` or pass `{field}` cpu",
                               field=field)
-    elif dev.type not in ("cpu", "meta"):
+    elif dev.type == "meta":
+        raise ConfigError(f"`{field}` meta holds no data (torch's placeholder for shapes), so nothing can run on it; "
+                          f"pass cpu, cuda, cuda:N or mps, or drop `{field}` for the default", field=field)
+    elif dev.type != "cpu":
         backend = getattr(torch, dev.type, None)
         available = getattr(backend, "is_available", None)
         if available is None or not available():

@@ -8,6 +8,9 @@
 
 A path that exists always wins over a Hub id spelt the same. A Hub id is ``OWNER/NAME``, then
 optionally ``@REVISION`` (a branch, tag or commit) and ``/SUBFOLDER`` (the ``hf://`` spelling).
+``OWNER`` and ``NAME`` follow the Hub's rules (``check_repo_id``: letters, digits, ``-``, ``_``,
+``.``; no ``--`` or ``..``; at most 96 characters), and a subfolder stays inside the repository
+(no ``..``): anything else is an ``AdapterError`` saying so, not a failed download.
 It is fetched with ``huggingface_hub.snapshot_download`` through the Hugging Face cache
 (``HF_HUB_CACHE``), adapter files only (json, safetensors, bin); with ``HF_HUB_OFFLINE`` set
 nothing is downloaded, and an adapter missing from the cache is one ``AdapterError`` line naming
@@ -22,12 +25,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from hypernoise.env import flag
 from hypernoise.errors import AdapterError
 
 #: OWNER/NAME[@REVISION][/SUBFOLDER]; OWNER starts with a letter or digit, so "./x", "../x", "/x", "~/x" are paths
 _HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^/@\s]+))?(?:/(?P<subfolder>[^@\s]+))?")
 #: the files of an adapter folder (this library's and peft's)
 ADAPTER_FILES = ("*.json", "*.safetensors", "*.bin")
+#: one part of a repo id, as the Hub takes it (huggingface_hub's validate_repo_id)
+_REPO_PART = re.compile(r"[A-Za-z0-9][\w.-]{0,95}")
+
+
+def repo_id_problem(repo_id) -> str | None:
+    """What makes ``repo_id`` (NAME or OWNER/NAME) not a Hub repo id, or None where it is one."""
+    if not isinstance(repo_id, str) or not repo_id.strip():
+        return "it is empty"
+    parts = repo_id.split("/")
+    if len(parts) > 2:
+        return "it has more than one '/' (NAME or OWNER/NAME)"
+    for part in parts:
+        if not _REPO_PART.fullmatch(part) or part.endswith((".", "-")) or "--" in part or ".." in part:
+            return (f"{part[:40]!r} is not a name the Hub takes: letters, digits, '-', '_' and '.', starting with a "
+                    f"letter or digit, at most 96, no '--' or '..', not ending in '-' or '.'")
+    return None
 
 
 @dataclass(frozen=True)
@@ -49,12 +69,22 @@ class HubAdapter:
 
 def parse_hub_id(source: str, subfolder: Optional[str] = None) -> Optional[HubAdapter]:
     """``source`` as a Hub adapter, or None where it cannot be one (it is spelt as a path).
-    ``subfolder`` joins the one in the id (``owner/name/a`` with ``subfolder="b"``: ``a/b``)."""
+    ``subfolder`` joins the one in the id (``owner/name/a`` with ``subfolder="b"``: ``a/b``).
+    Spelt as a Hub id but not a valid one (``owner/..``), or with a subfolder that leaves the
+    repository (``owner/name/../..``): an ``AdapterError``."""
     match = _HUB_ID.fullmatch(str(source))
     if match is None:
         return None
+    problem = repo_id_problem(match["repo"])
+    if problem:
+        raise AdapterError(f"adapter {str(source)[:80]!r} is not a local folder, nor a valid Hub id ({problem}); pass "
+                           f"an adapter folder that exists or a Hub id OWNER/NAME[@REVISION][/SUBFOLDER]")
     parts = [p.strip("/") for p in (match["subfolder"], subfolder) if p and p.strip("/")]
-    return HubAdapter(match["repo"], match["revision"], "/".join(parts) or None)
+    folder = "/".join(parts)
+    if any(step in ("..", ".") for step in folder.split("/")):
+        raise AdapterError(f"Hub adapter {str(source)[:80]}: the subfolder {folder[:60]!r} leaves the repository or "
+                           f"names '.'; pass a folder inside it (e.g. OWNER/NAME/sana)")
+    return HubAdapter(match["repo"], match["revision"], folder or None)
 
 
 def resolve_adapter_source(source, subfolder: Optional[str] = None) -> Path:
@@ -72,7 +102,7 @@ def hub_offline() -> bool:
     """``HF_HUB_OFFLINE`` as huggingface_hub read it at import, or as it is set now."""
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    return bool(constants.HF_HUB_OFFLINE) or flag("HF_HUB_OFFLINE")
 
 
 def fetch(hub: HubAdapter) -> Path:
@@ -86,6 +116,9 @@ def fetch(hub: HubAdapter) -> Path:
     except Exception as e:  # not cached offline, no such repo or revision, no network, a bad id: one line each
         raise AdapterError(_fetch_failed(hub, e, offline, constants.HF_HUB_CACHE)) from None
     folder = Path(root) / hub.subfolder if hub.subfolder else Path(root)
+    if not Path(os.path.realpath(folder)).is_relative_to(os.path.realpath(root)):  # a link out of the snapshot
+        raise AdapterError(f"Hub adapter {hub}: the subfolder {hub.subfolder!r} leads outside the repository's "
+                           f"snapshot; pass a folder inside it")
     if not folder.is_dir():
         raise AdapterError(f"Hub adapter {hub}: the repository has no folder {hub.subfolder!r}; pass the "
                            f"subfolder that holds adapter_config.json or hypernoise.json")

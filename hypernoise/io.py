@@ -8,6 +8,9 @@ the top-level entries it wrote there. ``overwrite`` removes those entries and no
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import io
+import itertools
 import json
 import re
 import os
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Mapping, Optional, Sequence, Union
 
+from hypernoise.devices import check_launch_env
 from hypernoise.errors import HypernoiseError, InputFileError, OutputExistsError
 
 #: the lock file of the run writing into a folder: JSON {pid, host, command, started}
@@ -28,6 +32,56 @@ _NAMED = 3
 
 #: lock files this process holds (links resolved): a lock naming this pid that is not here is stale
 _HELD: set = set()
+#: the largest pid a lock may name (a C int); a larger one is no process
+MAX_PID = 2**31 - 1
+#: what every command may leave at the top of its folder while it writes (staged folders, files)
+_TEMPORARY = ".tmp-*"
+
+#: how deeply a JSON value the library reads may nest, and how many characters one number may have:
+#: beyond them Python's parser fails with RecursionError or "Exceeds the limit (4300 digits)"
+MAX_JSON_DEPTH = 100
+MAX_JSON_NUMBER = 100
+#: the largest prompt file read (the paper's 70k prompts are about 7 MB of text)
+MAX_PROMPT_FILE_MB = 256
+#: the longest prompt, in characters (text encoders read 77 to 300 tokens of it)
+MAX_PROMPT_CHARS = 10_000
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def load_json(text: str):
+    """``json.loads`` bounded in depth and number size: a ``ValueError`` saying which (the message
+    reads after the file's name: "nests 200000 levels deep (at most 100)")."""
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"nests {depth} levels deep (at most {MAX_JSON_DEPTH})")
+    return json.loads(text, parse_int=_bounded(int), parse_float=_bounded(float))
+
+
+def _json_depth(text: str) -> int:
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot nest deeper: not worth a scan
+    brackets = re.findall(r"[\[\]{}]", _JSON_STRING.sub("", text))
+    return max(itertools.accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
+
+
+def _bounded(kind):
+    def parse(number: str):
+        if len(number) > MAX_JSON_NUMBER:
+            raise ValueError(f"holds a number of {len(number)} characters (at most {MAX_JSON_NUMBER})")
+        return kind(number)
+
+    return parse
+
+
+def json_problem(error: ValueError) -> str:
+    """What is wrong with a JSON text, short: the parser's own words, or ``load_json``'s."""
+    return getattr(error, "msg", None) or str(error)[:120]
+
+
+def short(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a user's value quoted in a message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]} ({len(str(value))} characters)"
 
 
 def read_prompts(path) -> list[str]:
@@ -44,38 +98,87 @@ def read_prompt_records(path) -> list[dict]:
     plain-text lines become ``{"prompt": line}``.
 
     The file may be a pipe: ``/dev/stdin`` or a named pipe (FIFO) is read once, to its end.
+    A ``.json`` file holds one JSON value: an object of prompts (its values), a list of prompts,
+    or a list of objects with ``prompt``. A UTF-8 byte order mark is dropped. The file is read up
+    to ``MAX_PROMPT_FILE_MB`` (a device that never ends, ``/dev/zero``, is refused at once: it is
+    not text), each prompt up to ``MAX_PROMPT_CHARS`` characters.
     """
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"prompt file {path} does not exist; pass a text file with one prompt per line")
     if path.is_dir():
         raise InputFileError(f"prompt file {path} is a folder; pass a text file with one prompt per line")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputFileError(f"prompt file {path} is not UTF-8 (byte {e.start}); re-save it as UTF-8") from None
-    except OSError as e:
-        raise InputFileError(f"cannot read prompt file {path}: {e.strerror}") from None
-    records = [_parse_line(line, path, i) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    text = read_text(path)
+    if path.suffix.lower() == ".json":
+        records = _json_records(text, path)
+    else:
+        records = [_parse_line(line, path, i) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not records:
         raise InputFileError(f"prompt file {path} holds no prompt; write one prompt per line")
     return records
 
 
+def read_text(path: Path, what: str = "prompt file", limit_mb: Optional[int] = None) -> str:
+    """The UTF-8 text of a file the user gave (a byte order mark dropped), read in pieces up to
+    ``limit_mb``; a larger file, a NUL byte (not text: a binary file, ``/dev/zero``), bytes that
+    are not UTF-8 or a failed read is an ``InputFileError`` naming the file."""
+    limit_mb = MAX_PROMPT_FILE_MB if limit_mb is None else limit_mb
+    chunks, size, limit = [], 0, limit_mb << 20
+    try:
+        with open(path, "rb") as f:
+            while size <= limit and (chunk := f.read(1 << 20)):
+                if b"\0" in chunk:
+                    raise InputFileError(f"{what} {path} holds a NUL byte (byte {size + chunk.index(0)}): it is not "
+                                         f"text; pass a UTF-8 text file, one prompt per line")
+                chunks.append(chunk)
+                size += len(chunk)
+    except OSError as e:
+        if isinstance(e, HypernoiseError):
+            raise
+        raise InputFileError(f"cannot read {what} {path}: {e.strerror}") from None
+    if size > limit:
+        raise InputFileError(f"{what} {path} is larger than {limit_mb} MiB: not a list of prompts; pass a smaller "
+                             f"file")
+    try:
+        return b"".join(chunks).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputFileError(f"{what} {path} is not UTF-8 (byte {e.start}); re-save it as UTF-8") from None
+
+
+def _checked_prompt(record: dict, where: str) -> dict:
+    prompt = record.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputFileError(f"{where}: no non-empty \"prompt\" field; give each JSONL line a prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InputFileError(f"{where}: a prompt of {len(prompt)} characters (at most {MAX_PROMPT_CHARS}); one "
+                             f"prompt per line")
+    return {**record, "prompt": prompt.strip()}
+
+
 def _parse_line(line: str, path: Path, number: int) -> dict:
     stripped = line.strip()
     if not stripped.startswith("{"):
-        return {"prompt": stripped}
+        return _checked_prompt({"prompt": stripped}, f"{path}:{number}")
     try:
-        record = json.loads(stripped)
-    except json.JSONDecodeError as e:
-        raise InputFileError(f"{path}:{number}: malformed JSON ({e.msg}); one JSON object per line") from None
-    prompt = record.get("prompt") if isinstance(record, dict) else None
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputFileError(f"{path}:{number}: no non-empty \"prompt\" field; give each JSONL line a prompt")
-    return {**record, "prompt": prompt.strip()}
+        record = load_json(stripped)
+    except ValueError as e:
+        raise InputFileError(f"{path}:{number}: malformed JSON ({json_problem(e)}); one JSON object per line") from None
+    return _checked_prompt(record if isinstance(record, dict) else {}, f"{path}:{number}")
+
+
+def _json_records(text: str, path: Path) -> list[dict]:
+    """The records of a ``.json`` prompt file (``read_prompt_records``); blank prompts skipped."""
+    try:
+        data = load_json(text)
+    except ValueError as e:
+        raise InputFileError(f"prompt file {path} is not readable JSON ({json_problem(e)}); pass an object or a list "
+                             f"of prompts") from None
+    items = list(data.values()) if isinstance(data, dict) else data if isinstance(data, list) else None
+    records = [item if isinstance(item, dict) else {"prompt": item} for item in items or []]
+    if not records or not all(isinstance(r.get("prompt"), str) for r in records):
+        raise InputFileError(f"prompt file {path} is not an object or list of prompts (strings, or objects with "
+                             f"a \"prompt\" string)")
+    return [_checked_prompt(r, f"{path}, item {i}") for i, r in enumerate(records, 1) if r["prompt"].strip()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +203,7 @@ def prepare_output(path, overwrite: bool = False, resume: bool = False, inputs: 
 
 @contextlib.contextmanager
 def output_folder(path, *, overwrite: bool = False, resume: Optional[bool] = None, inputs: Inputs = None,
-                  command: str = "") -> Iterator[Path]:
+                  command: str = "", writes: Sequence[str] = (), distributed: bool = False) -> Iterator[Path]:
     """The output folder ``path`` of one run, locked for the run and its manifest kept.
 
     - ``path`` must not be ``/``, the home folder, the current folder or a parent of it (the
@@ -123,20 +226,29 @@ def output_folder(path, *, overwrite: bool = False, resume: Optional[bool] = Non
       which records what the folder held before the run wrote; the run that takes the stale lock
       over adds what the killed one created (entries not there before, changed since) to the
       manifest.
+    - ``writes``: glob patterns of the top-level names the command writes (``"adapter"``,
+      ``"*.png"``). Where given, only entries matching them (or ``.tmp-*``) count as the run's,
+      at its end or when a killed run's entries are adopted: a file a user puts in the folder
+      while the run lives, or after it was killed, stays theirs. With ``resume``, such an entry
+      that is a symbolic link is refused (the run would write through it, outside the folder).
 
-    In a process other than the main one of a launched multi-process run (``WORLD_SIZE`` > 1 and
-    ``RANK`` > 0) the folder is only created: the main process checks, locks and records.
+    ``distributed``: the command may run as one process of a launched multi-process run; in a
+    process other than the main one (``WORLD_SIZE`` > 1 and ``RANK`` > 0, checked by
+    ``devices.check_launch_env``) the folder is then only created: the main process checks, locks
+    and records. Other commands check the folder in every process.
     """
     path = Path(path)
-    if _launched_helper():
+    if distributed and _launched_helper():
         _mkdir(path)
         yield path
         return
     will_delete = overwrite and not resume
     _check_place(path, will_delete, resume)
+    if resume:
+        _check_links(path, writes)
     created = not path.exists()
     _mkdir(path)
-    lock, record, stale = _acquire(path, command)
+    lock, record, stale = _acquire(path, command, writes)
     now = None
     try:
         manifest = _read_manifest(path)
@@ -164,7 +276,7 @@ def output_folder(path, *, overwrite: bool = False, resume: Optional[bool] = Non
         finally:
             with contextlib.suppress(HypernoiseError):  # an error of the run itself comes first
                 now = _entries(path)
-                final = (entries | (now - present)) & now
+                final = (entries | _claimed(now - present, writes)) & now
                 if manifest is None and final or manifest is not None and final != recorded:
                     _write_manifest(path, final, command)
     finally:
@@ -175,10 +287,38 @@ def output_folder(path, *, overwrite: bool = False, resume: Optional[bool] = Non
 
 
 def _launched_helper() -> bool:
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
-    except ValueError:
-        return False
+    return check_launch_env() > 1 and int(os.environ.get("RANK", "0").strip()) > 0
+
+
+def _claimed(names: set, writes: Sequence[str]) -> set:
+    """Of ``names``, those a command that ``writes`` these patterns may have written (all of them
+    where it names none)."""
+    if not writes:
+        return set(names)
+    patterns = [*writes, _TEMPORARY]
+    return {name for name in names if any(fnmatch.fnmatchcase(name, p) for p in patterns)}
+
+
+def unrecorded(path, writes: Sequence[str]) -> list[str]:
+    """Top-level entries of ``path`` matching ``writes`` (glob patterns) that its manifest does not
+    list: files of someone else that a command writing those names would overwrite."""
+    path = Path(path)
+    manifest = _read_manifest(path) if path.is_dir() else None
+    recorded = set(manifest["entries"]) if manifest else set()
+    names = _claimed(_entries(path), writes) if path.is_dir() else set()
+    return sorted(n for n in names - recorded if not fnmatch.fnmatchcase(n, _TEMPORARY))
+
+
+def _check_links(path: Path, writes: Sequence[str]) -> None:
+    """Refuse to continue a run in ``path`` when an entry it writes into is a symbolic link."""
+    if not path.is_dir():
+        return
+    links = sorted(n for n in _claimed(_entries(path), writes) if (path / n).is_symlink())
+    if links:
+        target = os.readlink(path / links[0])
+        raise OutputExistsError(f"{path / links[0]} is a symbolic link (to {target}): the run would write through it, "
+                                f"outside {path}; nothing was written; replace the link with a folder of its own or "
+                                f"pass another `out`")
 
 
 def _is_ours(name: str) -> bool:
@@ -287,7 +427,7 @@ def _remove(entry: Path) -> None:
 
 def _read_manifest(path: Path) -> Optional[dict]:
     try:
-        data = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+        data = load_json((path / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
@@ -307,8 +447,10 @@ def _adopt(path: Path, present: set, stale: Optional[dict]) -> set:
     if not stale or not isinstance(stale.get("before"), list):
         return set()  # no stale lock, or its run was killed before it wrote anything
     before, since = set(stale["before"]), stale.get("since")
+    writes = stale.get("writes")
+    writes = [w for w in writes if isinstance(w, str)] if isinstance(writes, list) else []
     adopted = set()
-    for name in present - before:
+    for name in _claimed(present - before, writes):
         try:
             changed = os.lstat(path / name).st_mtime
         except OSError:
@@ -338,7 +480,7 @@ def _write_manifest(path: Path, entries: set, command: str) -> None:
 
 # -- the lock -------------------------------------------------------------------------------------
 
-def _acquire(path: Path, command: str) -> tuple:
+def _acquire(path: Path, command: str, writes: Sequence[str] = ()) -> tuple:
     """Create ``path/.hypernoise.lock`` exclusively, taking over a stale one, else refuse:
     (lock path, its record, the stale lock's record taken over or None)."""
     lock = path / LOCK_FILE
@@ -350,6 +492,8 @@ def _acquire(path: Path, command: str) -> tuple:
     identity = _process_identity(os.getpid())
     if identity is not None:
         record["process"] = identity
+    if writes:
+        record["writes"] = list(writes)
     stale = None
     for _ in range(5):
         try:
@@ -383,10 +527,10 @@ def _read_lock(lock: Path):
         except OSError:
             raw = b""
         try:
-            holder = json.loads(raw.decode("utf-8"))
+            holder = load_json(raw.decode("utf-8"))
             if isinstance(holder, dict):
                 return holder, raw
-        except (UnicodeDecodeError, ValueError):
+        except ValueError:  # UnicodeDecodeError, JSON's errors and load_json's bounds
             pass
         time.sleep(0.1)  # being written by its creator
     return None, raw
@@ -395,7 +539,7 @@ def _read_lock(lock: Path):
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True  # another user's process
@@ -410,8 +554,8 @@ def _stale(holder: Optional[dict], key: str) -> bool:
     if holder.get("host") != socket.gethostname():
         return False  # another machine's process: cannot tell whether it lives
     pid = holder.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return True
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= MAX_PID:
+        return True  # no process has such a pid
     if pid == os.getpid():
         return key not in _HELD  # this pid, but not this process's lock: a dead run's pid reused
     if not _alive(pid):
@@ -463,10 +607,10 @@ def _rewrite_lock(lock: Path, record: dict) -> None:
 
 
 def _held_message(path: Path, lock: Path, holder: Optional[dict]) -> str:
-    h = holder or {}
+    h = {k: str(v)[:80] for k, v in (holder or {}).items()}  # whatever a lock file holds: a short line
     who = (f"pid {h.get('pid')} on host {h.get('host')}, {h.get('command') or 'hypernoise'}"
            + (f", started {h['started']}" if h.get("started") else ""))
-    if h.get("host") == socket.gethostname():
+    if (holder or {}).get("host") == socket.gethostname():
         return (f"output folder {path} is in use by another run ({who}); wait for it to end, stop it, or pass "
                 f"another `out`")
     return (f"output folder {path} is in use by a run on another machine ({who}); if that run is gone, delete "
@@ -501,18 +645,58 @@ def find_prompts(prompts: Optional[list], prompts_file: Optional[str]) -> Option
     return out or None
 
 
+def save_torch(obj, path) -> None:
+    """``torch.save`` of ``obj`` to ``path``, serialised in memory and written by Python, so that a
+    failed write (a full disk, a file-size limit) is the ``OSError`` it is: torch's own writer
+    raises ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
+
+
+def replace_folder(new, final) -> None:
+    """Put the complete folder ``new`` in ``final``'s place (``new`` beside it, on the same file
+    system), never deleting first and never deleting what is not replaced: entries of the old
+    ``final`` that ``new`` lacks (a user's notes, their own README.md) are moved into ``new``
+    first. Only the files written anew replace their old versions."""
+    new, final = Path(new), Path(final)
+    if not final.is_dir() or final.is_symlink():
+        os.replace(new, final)
+        return
+    for name in os.listdir(final):
+        if not os.path.lexists(new / name):
+            os.replace(final / name, new / name)
+    old = final.with_name(f".tmp-old-{final.name}-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 def save_tensors(tensors: dict, path, metadata: Optional[dict] = None) -> None:
     """``safetensors.torch.save_file``, with a failed write (a full disk, a file-size limit)
-    raised as the ``OSError`` it is (safetensors raises its own error type) so that callers and
-    the CLI treat it as one."""
-    from safetensors import SafetensorError
+    raised as the ``OSError`` it is (``write_errors_as_oserror``) so that callers and the CLI
+    treat it as one."""
     from safetensors.torch import save_file
 
-    try:
+    with write_errors_as_oserror(path):
         save_file(tensors, str(path), metadata=metadata)
+
+
+@contextlib.contextmanager
+def write_errors_as_oserror(path) -> Iterator[None]:
+    """Inside the block, safetensors' own error for a failed write (``... (os error 27)``; also
+    raised by transformers' ``save_pretrained``) is the ``OSError`` it is, naming ``path``."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
     except SafetensorError as e:
         found = _OS_ERROR.search(str(e))
         if found is None:

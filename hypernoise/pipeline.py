@@ -29,7 +29,9 @@ Python looks ``__call__`` up on the type, so ``attach`` swaps the pipeline's cla
 (as ``torch.nn.utils.parametrize`` does); ``isinstance(pipe, SanaSprintPipeline)`` stays true.
 ``detach`` puts the class back, takes the LoRA layers out and restores ``requires_grad``: the
 pipeline is its original modules again. Attaching to an attached pipeline is an ``AdapterError``
-(detach first); ``save_pretrained`` on an attached pipeline is refused (it would save the LoRA).
+(detach first); ``save_pretrained`` on an attached pipeline is refused (it would save the LoRA),
+and so are ``copy.copy``, ``copy.deepcopy`` and ``pickle`` (a copy would carry the LoRA layers and
+hooks without the attachment, neither detachable nor savable): detach, copy, attach to the copy.
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ def _subclass(cls: type) -> type:
     if cls not in _SUBCLASSES:
         _SUBCLASSES[cls] = type(f"HyperNoise{cls.__name__}", (cls,), {
             "__call__": _call, "save_pretrained": _refuse_save, "__module__": __name__,
+            "__copy__": _refuse_copy, "__deepcopy__": _refuse_copy, "__reduce_ex__": _refuse_copy,
             "__doc__": f"A {cls.__name__} with a HyperNoise adapter attached (hypernoise.attach)."})
     return _SUBCLASSES[cls]
 
@@ -198,6 +201,12 @@ def _call(self, *args, **kwargs):
 def _refuse_save(self, *args, **kwargs):
     raise AdapterError("this pipeline has a HyperNoise adapter attached, whose LoRA layers sit in its backbone; "
                        "call hypernoise.detach(pipe) before save_pretrained")
+
+
+def _refuse_copy(self, *args, **kwargs):
+    raise AdapterError("this pipeline has a HyperNoise adapter attached, whose LoRA layers and hooks sit in its "
+                       "backbone: a copy or a pickle would carry them without the attachment; call "
+                       "hypernoise.detach(pipe) first, then hypernoise.attach the adapter to the copy")
 
 
 def _take_out(backbone: nn.Module, hypernet: Optional[NoiseHypernetwork], requires_grad: dict) -> None:

@@ -18,7 +18,7 @@ from dataclasses import fields, replace
 from typing import Callable, Optional
 
 from hypernoise.errors import ConfigError
-from hypernoise.generators import detect_generator
+from hypernoise.generators import GENERATORS, detect_generator
 from hypernoise.generators.base import Generator
 from hypernoise.lora import LoraSettings
 from hypernoise.methods.hypernoise import HyperNoiseConfig, ModelConfig
@@ -61,6 +61,7 @@ def preset_config(generator: str, preset: Optional[str] = None) -> HyperNoiseCon
     key = _key(generator, preset)
     if key in PRESETS:
         return PRESETS.build(key)
+    GENERATORS.get(generator)  # an unknown generator is said as such, not as a missing preset
     if key != generator:
         raise ConfigError(f"generator {generator!r} has no `preset` {preset!r}; choose one of: "
                           f"{', '.join(presets_of(generator))}", field="preset")
@@ -135,7 +136,9 @@ def default_config(generator: Generator, model: Optional[ModelConfig] = None, re
     gave applied over it.
 
     ``given``: TrainConfig fields and ``objective``, ``alpha``, ``reg_weight``, ``alpha_start``,
-    ``alpha_ramp``, ``rank``, ``lora_alpha``, ``passes``; a value of None means "not given". The
+    ``alpha_ramp``, ``rank``, ``lora_alpha``, ``passes``; a value of None means "not given". A
+    ``rank`` given without ``lora_alpha`` keeps the preset's LoRA scale alpha / rank (its alpha
+    scaled with the rank: sana-sprint's r 128 / alpha 256 at rank 2 is alpha 4, not 256). The
     preset's ``init_trials`` is dropped when the run is no longer than one trial (a short run is a
     smoke test); trials the user asks for are kept, and such a run is an error.
     """
@@ -148,6 +151,8 @@ def default_config(generator: Generator, model: Optional[ModelConfig] = None, re
     for key, (part, name) in _OTHER_SETTINGS.items():
         if key in given:
             parts[part][name] = given[key]
+    if "rank" in given and "lora_alpha" not in given and base.lora.alpha is not None:
+        parts["lora"]["alpha"] = base.lora.alpha * given["rank"] / base.lora.rank  # the preset's scale alpha / r kept
     train = {k: v for k, v in given.items() if k in _train_fields()}
     steps, trial_steps = train.get("steps", base.train.steps), train.get("trial_steps", base.train.trial_steps)
     if "init_trials" not in train and steps <= trial_steps:

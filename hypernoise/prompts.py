@@ -3,7 +3,9 @@
     load_prompts("pickapic_prompts.json,compbench/,ABC-6K.txt*2") -> list[str]
 
 A spec is one or more sources separated by commas, each optionally weighted ``*N`` (its prompts
-listed N times: a positive integer). A source is:
+listed N times: an integer from 1 to ``MAX_WEIGHT``). A spec that is itself an existing path
+(``my,prompts.txt``) is that one file. Every source must name something: an empty spec, an empty
+part (``a.txt,,b.txt``) or a weight with nothing before it (``*2``) is an error. A source is:
     FILE.txt               one prompt per line (ABC-6K, T2I-CompBench ``*_train.txt``)
     FILE.jsonl             JSON objects with a ``prompt`` field (GenEval ``evaluation_metadata.jsonl``);
                            plain lines in it are prompts too
@@ -20,24 +22,25 @@ the same on every process and after ``--resume`` (``training/data.PromptSampler`
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 from typing import Callable
 
 from hypernoise.errors import InputFileError
-from hypernoise.io import read_prompts
+from hypernoise.io import read_prompts, short
 
 HF_PREFIX = "hf:"
 #: 60 ordinary prompts written for this project: what real generators train on when given none
 BUNDLED = Path(__file__).resolve().parent / "assets" / "prompts" / "everyday.txt"
 _HF_COLUMNS = ("prompt", "caption", "text")
+#: the largest weight ``*N``: a source listed more often than this is a typo, not a mix
+MAX_WEIGHT = 1000
+_WEIGHT = re.compile(r"[0-9]+")
 
 
 def load_prompts(spec: str) -> list[str]:
     """Every prompt of ``spec`` (see the module docstring), deduplicated, weights applied."""
-    sources = [_weighted(part.strip()) for part in spec.split(",") if part.strip()]
-    if not sources:
-        raise InputFileError(f"prompt spec {spec!r} names no source; pass a file, a folder or hf:NAME")
+    sources = _sources(spec)
     seen: set[str] = set()
     out: list[str] = []
     for source, weight in sources:
@@ -49,8 +52,35 @@ def load_prompts(spec: str) -> list[str]:
 
 def source_paths(spec: str) -> list[str]:
     """The local paths a spec reads (weights and hf: sources left out): inputs a command must not delete."""
-    parts = [_weighted(part.strip())[0] for part in spec.split(",") if part.strip()]
-    return [p for p in parts if not p.startswith(HF_PREFIX)]
+    return [p for p, _ in _sources(spec) if not p.startswith(HF_PREFIX)]
+
+
+def _sources(spec: str) -> list[tuple[str, int]]:
+    """(source, weight) of each part of ``spec``: the whole spec when it is an existing path."""
+    if not spec.strip():
+        raise InputFileError(f"prompt spec {spec!r} names no source; pass a file, a folder or hf:NAME")
+    whole = _whole_path(spec.strip()) if "," in spec else None
+    if whole is not None:
+        return [whole]  # a file name with a comma in it
+    parts = [part.strip() for part in spec.split(",")]
+    if not all(parts):
+        raise InputFileError(f"prompt spec {short(spec)} has an empty part between commas; name a file, a folder or "
+                             f"hf:NAME in each")
+    sources = [_weighted(part) for part in parts]
+    missing = [s for s, _ in sources if not s.startswith(HF_PREFIX) and not Path(s).expanduser().exists()]
+    if len(sources) > 1 and missing:
+        raise InputFileError(f"prompt file {short(missing[0], 80)} does not exist; `prompts` splits at commas, so "
+                             f"{short(spec, 80)} names {len(sources)} sources (a file whose name holds a comma is read "
+                             f"whole when it is the only source, or link it under a name without one)")
+    return sources
+
+
+def _whole_path(spec: str):
+    """(path, weight) when ``spec`` as a whole (``my,prompts.txt``, ``my,prompts.txt*2``) is an existing path."""
+    source, star, weight = spec.rpartition("*")
+    if star and _WEIGHT.fullmatch(weight) and Path(source).expanduser().exists():
+        return _weighted(spec)
+    return (spec, 1) if Path(spec).expanduser().exists() else None
 
 
 def bundled_prompts() -> list[str]:
@@ -62,8 +92,11 @@ def _weighted(part: str) -> tuple[str, int]:
     source, star, weight = part.rpartition("*")
     if not star:
         return part, 1
-    if not weight.isdigit() or int(weight) < 1:
-        raise InputFileError(f"prompt source weight in {part!r} must be a positive integer, e.g. {source}*2")
+    if not source.strip():
+        raise InputFileError(f"prompt source {short(part)} is a weight with no source before it; write FILE*{weight}")
+    if not _WEIGHT.fullmatch(weight) or not 1 <= int(weight) <= MAX_WEIGHT:
+        raise InputFileError(f"prompt source weight in {short(part)} must be an integer from 1 to {MAX_WEIGHT} (the "
+                             f"times its prompts are listed), e.g. {source[:40]}*2")
     return source, int(weight)
 
 
@@ -72,24 +105,10 @@ def read_source(source: str) -> list[str]:
     if source.startswith(HF_PREFIX):
         return _read_hf(source[len(HF_PREFIX):])
     path = Path(source).expanduser()
-    reader = _READERS.get("folder" if path.is_dir() else path.suffix.lower(), read_prompts)
+    reader = _READERS.get("folder" if path.is_dir() else "file", read_prompts)
     prompts = [p.strip() for p in reader(path) if p and p.strip()]
     if not prompts:
         raise InputFileError(f"prompt source {source} holds no prompt")
-    return prompts
-
-
-def _read_json(path: Path) -> list[str]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputFileError(f"prompt file {path} is not readable JSON ({type(e).__name__}); pass an object or a "
-                             f"list of prompts") from None
-    items = list(data.values()) if isinstance(data, dict) else data if isinstance(data, list) else None
-    prompts = [item.get("prompt") if isinstance(item, dict) else item for item in items or []]
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise InputFileError(f"prompt file {path} is not an object or list of prompts (strings, or objects with "
-                             f"a \"prompt\" string)")
     return prompts
 
 
@@ -119,4 +138,5 @@ def _read_hf(spec: str) -> list[str]:
     return [str(p) for p in table[column]]
 
 
-_READERS: dict[str, Callable[[Path], list[str]]] = {".json": _read_json, "folder": _read_folder}
+#: what reads a source that is a local path: a folder's files, or a file (text, JSONL or JSON: ``io.read_prompts``)
+_READERS: dict[str, Callable[[Path], list[str]]] = {"folder": _read_folder, "file": read_prompts}

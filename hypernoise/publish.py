@@ -3,21 +3,29 @@
     check_can_push()                                  # before a long run: offline or no token is one line
     push_to_hub(adapter_dir, repo_id, private=False)  # -> the repo's URL
 
-The folder is uploaded as it is (``huggingface_hub``'s ``create_repo`` then ``upload_folder``,
-imported when pushing), after its card (``card.write_model_card``) is rewritten to name
-``repo_id`` in its snippets; a README.md the user wrote is uploaded untouched. Adapters the library
-did not train (a bare peft folder) are uploaded without a generated card.
+What is uploaded (``huggingface_hub``'s ``create_repo`` then ``upload_folder``, imported when
+pushing) is a staged copy of the folder (hard links) with its card (``card.model_card``) naming
+``repo_id`` in its snippets, and the run's sample grid; the local folder is changed only after the
+upload succeeded (its card then names the repo too). A README.md the user wrote is uploaded
+untouched. Adapters the library did not train (a bare peft folder) are uploaded without a
+generated card. Whatever fails on the way (the Hub refuses, the network is down, an error of the
+HTTP library) is one ``HubError`` line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-from hypernoise.adapter import META_FILE, PEFT_CONFIG_FILE, WEIGHTS_FILE
-from hypernoise.card import write_model_card
-from hypernoise.errors import AdapterError, HypernoiseError
+from hypernoise.adapter import META_FILE, PEFT_CONFIG_FILE, WEIGHTS_FILE, check_local_folder
+from hypernoise.card import CARD_FILE, SAMPLES_FILE, is_generated, model_card, write_model_card
+from hypernoise.env import flag
+from hypernoise.errors import AdapterError, ConfigError, HypernoiseError
+from hypernoise.hub import repo_id_problem
 
 
 class HubError(HypernoiseError):
@@ -27,12 +35,23 @@ class HubError(HypernoiseError):
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return flag("HF_HUB_OFFLINE")
 
 
-def check_can_push(token: Optional[str] = None) -> None:
-    """Refuse now what would make a push fail after the run: ``HF_HUB_OFFLINE`` set, or no token
-    (``token``, ``HF_TOKEN`` or a saved login)."""
+def check_repo_id(repo_id) -> str:
+    """``repo_id`` if the Hub takes it as a model repo (NAME or OWNER/NAME), else a ``ConfigError``."""
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise ConfigError(f"`hub_model_id` must be NAME or OWNER/NAME, got {str(repo_id)[:80]!r} ({problem}); "
+                          f"nothing was trained or uploaded", field="hub_model_id")
+    return repo_id
+
+
+def check_can_push(token: Optional[str] = None, repo_id: Optional[str] = None) -> None:
+    """Refuse now what would make a push fail after the run: a repo id the Hub refuses,
+    ``HF_HUB_OFFLINE`` set, or no token (``token``, ``HF_TOKEN`` or a saved login)."""
+    if repo_id is not None:
+        check_repo_id(repo_id)
     if _offline():
         raise HubError("cannot push to the Hub with HF_HUB_OFFLINE set; unset it, or drop `push_to_hub` and push later "
                        "with `hypernoise push-to-hub RUN/adapter NAME`")
@@ -43,15 +62,13 @@ def check_can_push(token: Optional[str] = None) -> None:
 
 
 def check_adapter_folder(folder) -> Path:
-    """``folder`` if it holds an adapter (weights and a config), else a one-line AdapterError."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise AdapterError(f"adapter folder {folder} does not exist; pass the adapter/ folder that training wrote")
+    """``folder`` if it holds an adapter, else the one-line ``AdapterError`` naming the folder to
+    pass (a run folder, a file inside the adapter folder: ``adapter.check_local_folder``)."""
+    folder = check_local_folder(Path(folder))
     if not (folder / WEIGHTS_FILE).is_file() or not ((folder / META_FILE).is_file()
                                                      or (folder / PEFT_CONFIG_FILE).is_file()):
-        hint = f"; pass {folder / 'adapter'}" if (folder / "adapter").is_dir() else ""
         raise AdapterError(f"{folder} is not an adapter folder (no {WEIGHTS_FILE} with {META_FILE} or "
-                           f"{PEFT_CONFIG_FILE}){hint}")
+                           f"{PEFT_CONFIG_FILE}); pass the adapter/ folder that training wrote")
     return folder
 
 
@@ -60,20 +77,51 @@ def push_to_hub(adapter_dir, repo_id: str, *, private: bool = False, token: Opti
     """Upload ``adapter_dir`` to the model repo ``repo_id`` (created if needed, ``private`` then);
     returns the repo's URL."""
     folder = check_adapter_folder(adapter_dir)
-    if not isinstance(repo_id, str) or not repo_id.strip() or repo_id.count("/") > 1 or " " in repo_id:
-        raise HubError(f"`hub_model_id` must be NAME or OWNER/NAME, got {repo_id!r}")
-    check_can_push(token)
-    if (folder / META_FILE).is_file():
-        write_model_card(folder, repo_id)
+    check_can_push(token, repo_id)
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(token=token)
     try:
-        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(repo_id=str(getattr(url, "repo_id", repo_id)), folder_path=str(folder), repo_type="model",
-                          commit_message=commit_message or "Upload hypernoise adapter")
-    except (HfHubHTTPError, OSError, ValueError) as e:
-        raise HubError(f"pushing {folder} to {repo_id} failed ({str(e).splitlines()[0][:160]}); nothing local was "
+        with _staged(folder, repo_id) as staged:
+            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            api.upload_folder(repo_id=str(getattr(url, "repo_id", repo_id)), folder_path=str(staged),
+                              repo_type="model", commit_message=commit_message or "Upload hypernoise adapter")
+    except HypernoiseError:
+        raise
+    except Exception as e:  # the Hub's refusals, the HTTP library's own errors (no network), OSError
+        why = (str(e).strip().splitlines() or [""])[0][:160]
+        raise HubError(f"pushing {folder} to {repo_id} failed ({type(e).__name__}: {why}); nothing local was "
                        f"changed, push again with `hypernoise push-to-hub {folder} {repo_id}`") from None
+    if (folder / META_FILE).is_file():
+        write_model_card(folder, repo_id)  # uploaded: the local card names the repo too
     return str(url)
+
+
+@contextlib.contextmanager
+def _staged(folder: Path, repo_id: str) -> Iterator[Path]:
+    """A copy of ``folder`` (hard links where the file system allows) holding the card that
+    names ``repo_id`` and the run's sample grid; removed at exit. ``folder`` is not written."""
+    with tempfile.TemporaryDirectory(prefix=".tmp-push-") as tmp:
+        staged = Path(tmp) / folder.name
+        shutil.copytree(folder, staged, copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns(".*"))
+        card = folder / CARD_FILE
+        if (folder / META_FILE).is_file() and not (card.is_file() and not is_generated(card)):
+            _replace_file(staged / CARD_FILE, model_card(folder, repo_id).encode())
+            grid = folder.parent / "samples" / "compare.png"
+            if grid.is_file():
+                _replace_file(staged / SAMPLES_FILE, grid.read_bytes())
+        yield staged
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or no hard links there
+        shutil.copy2(src, dst)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` as a new file at ``path`` (never through a hard link to the user's file)."""
+    path.unlink(missing_ok=True)
+    path.write_bytes(data)

@@ -126,9 +126,10 @@ def test_a_signal_writes_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     _wait_for(out / "checkpoints" / "checkpoint-000050", proc)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and "continue with --resume latest" in stdout, stderr
-    assert "Traceback" not in stderr
-    stopped_at = int(stdout.split("interrupted at step ")[1].split(";")[0])
+    lines = [l for l in stderr.splitlines() if "interrupted" in l]  # the one line on stderr, exit 130 (docs/reliability.md)
+    assert proc.returncode == 130 and len(lines) == 1 and "continue with --resume latest" in lines[0], stderr
+    assert "Traceback" not in stderr and "interrupted" not in stdout
+    stopped_at = int(lines[0].split("interrupted at step ")[1].split(":")[0])
     assert 50 <= stopped_at < 300
     steps = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
     assert steps[-1] == stopped_at  # the interrupted step was saved, not only the periodic ones

@@ -26,7 +26,7 @@ def test_the_authors_prompt_formats_load_and_mix(tmp_path):
 @pytest.mark.parametrize("content, spec, message", [
     ("[1, 2]", "p.json", "not an object or list of prompts"),
     ("{not json", "p.json", "not readable JSON"),
-    ("a\n", "p.txt*0", "must be a positive integer"),
+    ("a\n", "p.txt*0", "must be an integer from 1 to 1000"),
     (None, "missing.txt", "does not exist"),
     (None, "", "names no source"),
     (None, "hf:surely/not-a-dataset", "hf:surely/not-a-dataset"),

@@ -47,8 +47,10 @@ class FakeApi:
         return url
 
     def upload_folder(self, **kwargs):
-        files = sorted(p.name for p in __import__("pathlib").Path(kwargs["folder_path"]).iterdir())
-        FakeApi.calls.append(("upload_folder", {**kwargs, "files": files}))
+        folder = __import__("pathlib").Path(kwargs["folder_path"])
+        files = sorted(p.name for p in folder.iterdir())
+        card = (folder / "README.md").read_text() if (folder / "README.md").is_file() else None
+        FakeApi.calls.append(("upload_folder", {**kwargs, "files": files, "card": card}))
 
 
 @pytest.fixture
@@ -103,10 +105,10 @@ def test_push_to_hub_uploads_the_folder_with_a_card_naming_the_repo(shapes_run, 
     create = [c for name, c in hub.calls if name == "create_repo"][0]
     upload = [c for name, c in hub.calls if name == "upload_folder"][0]
     assert create == {"repo_id": "me/shapes-hn", "private": True, "exist_ok": True, "repo_type": "model"}
-    assert upload["repo_id"] == "me/shapes-hn" and upload["folder_path"] == str(adapter)
-    assert upload["repo_type"] == "model"
+    assert upload["repo_id"] == "me/shapes-hn" and upload["repo_type"] == "model"
     assert {"README.md", "adapter_model.safetensors", "hypernoise.json", "samples.png"} <= set(upload["files"])
-    assert "--adapter me/shapes-hn" in (adapter / "README.md").read_text()
+    assert "--adapter me/shapes-hn" in upload["card"]  # a staged copy is uploaded, with the card naming the repo
+    assert "--adapter me/shapes-hn" in (adapter / "README.md").read_text()  # and, uploaded, the local card too
     assert "pushed" in capsys.readouterr().out
 
 
@@ -151,7 +153,7 @@ def test_train_push_to_hub_uploads_after_the_run(tmp_path, hub):
     assert main(["train", "--generator", "shapes", "--steps", "1", "--batch-size", "2", "--eval-seeds", "1",
                  "--no-progress", "--push-to-hub", "--out", str(out)]) == 0
     upload = [c for name, c in hub.calls if name == "upload_folder"][0]
-    assert upload["repo_id"] == "me/my-run" and upload["folder_path"] == str(out / "adapter")
+    assert upload["repo_id"] == "me/my-run" and "--adapter my-run" in upload["card"]
     assert "--adapter my-run" in (out / "adapter" / "README.md").read_text()
 
 
@@ -205,3 +207,24 @@ def test_the_card_renders_valid_yaml_and_links_an_image_in_its_folder(shapes_run
     assert header["library_name"] == "hypernoise" and isinstance(header["tags"], list)
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card)
     assert links and all((adapter / link).is_file() for link in links)
+
+
+def test_an_unreachable_hub_is_one_line_and_the_local_folder_is_untouched(shapes_run, tmp_path):
+    """The Hub's address refuses connections (the HTTP library's own ConnectError, not a Hub
+    error): one line, exit 1, and the card and sample grid were not rewritten before the upload."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(shapes_run / "adapter", adapter)
+    before = {p.name: p.read_bytes() for p in adapter.iterdir()}
+    env = {**os.environ, "HF_TOKEN": "hf_test", "HF_ENDPOINT": "http://127.0.0.1:9", "OMP_NUM_THREADS": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    proc = subprocess.run([sys.executable, "-m", "hypernoise.cli.main", "push-to-hub", str(adapter), "me/x"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "pushing" in lines[0] and "failed" in lines[0] and "push again with" in lines[0], lines[0]
+    assert {p.name: p.read_bytes() for p in adapter.iterdir()} == before

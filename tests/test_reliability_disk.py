@@ -33,6 +33,7 @@ def _debris(folder):
     (["generate", "--generator", "shapes", "--prompt", "a photo of a red circle", "--num-images", "2",
       "--threads", "1"], 600),                                                 # a PNG
     (["train", "--generator", "toy2d", "--steps", "3", "--no-progress"], 16_000),  # a checkpoint
+    (["train", "--generator", "toy2d", "--steps", "3", "--no-progress"], 100_000),  # its optimizer state (torch.save)
 ])
 def test_a_failed_write_is_one_line_and_leaves_no_debris(tmp_path, argv, limit):
     out = tmp_path / "out"
@@ -42,6 +43,20 @@ def test_a_failed_write_is_one_line_and_leaves_no_debris(tmp_path, argv, limit):
     assert len(lines) == 1 and "File too large" in lines[0] and "ulimit -f" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not _debris(tmp_path), _debris(tmp_path)
+
+
+def test_a_resumed_run_that_cannot_write_its_checkpoint_keeps_the_one_before(tmp_path):
+    """torch's own writer fails with RuntimeError "unexpected pos" under a file-size limit; the
+    optimizer state is written by Python (io.save_torch), so it is the OSError it is: one line."""
+    out = tmp_path / "out"
+    argv = ["train", "--generator", "toy2d", "--no-progress", "--out", str(out)]
+    assert _run(argv + ["--steps", "3"], 10**9, tmp_path).returncode == 0
+    kept = {p: p.read_bytes() for p in (out / "checkpoints").rglob("*") if p.is_file()}
+    proc = _run(argv + ["--steps", "6", "--resume", "latest"], 100_000, tmp_path)
+    lines = [l for l in proc.stderr.splitlines() if l.strip() and "Warning" not in l and "warn" not in l]
+    assert proc.returncode == 1 and len(lines) == 1 and "File too large" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected pos" not in proc.stderr
+    assert {p: p.read_bytes() for p in kept} == kept and not _debris(tmp_path)
 
 
 def test_an_interrupted_generate_keeps_the_images_it_finished(tmp_path):

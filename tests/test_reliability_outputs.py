@@ -333,7 +333,7 @@ def test_a_second_command_on_a_running_output_is_refused(tmp_path):
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=120)
-    assert first.returncode == 1 and not (out / LOCK_FILE).exists()  # interrupted: checkpoint, lock released
+    assert first.returncode == 130 and not (out / LOCK_FILE).exists()  # interrupted: checkpoint, lock released
     assert _manifest(out) == sorted(_top(out))
 
 

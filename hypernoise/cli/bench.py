@@ -62,7 +62,8 @@ def run(args) -> int:
                       progress=not args.no_progress)
     inputs = {"hypernoise_adapter": args.hypernoise_adapter, "finetune_adapter": args.finetune_adapter,
               "pretrained": args.pretrained, "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
-    with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise bench") as out:
+    with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise bench",
+                       distributed=True) as out:
         bench = run_bench(cfg, out, generator=generator)
         print((out / "bench.md").read_text())
         frontier = "" if args.no_frontier else f", {out}/frontier.png"

@@ -264,3 +264,25 @@ def train_settings(args) -> dict:
         gradient_checkpointing=args.gradient_checkpointing or None, report_to=args.report_to,
         progress=False if args.no_progress else None, validation_every=args.validation_every,
         validation_seeds=args.validation_seeds)
+
+
+# ----------------------------------------------------------------- the invocation as a whole
+
+def _option_name(action: argparse.Action) -> str:
+    return max(action.option_strings, key=len) if action.option_strings else (action.metavar or action.dest).upper()
+
+
+def check_invocation(args, parser: argparse.ArgumentParser) -> None:
+    """Before a command runs: no option names nothing (an empty ``--prompts ''`` is an error, not
+    "not given": it would fall back to another source), and every environment variable the
+    library reads holds a value it understands (``env.check_environment``)."""
+    from hypernoise.env import check_environment
+
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            name = _option_name(action)
+            leave = f" or leave {name} out" if action.option_strings else ""
+            raise ConfigError(f"empty {name}: it names nothing; pass a value{leave}")
+    check_environment()

@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
                    help="adapter folder written by `hypernoise train` (or the paper's peft folder), or a Hub id "
                         "OWNER/NAME[@REVISION][/SUBFOLDER]")
     p.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
-    p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL")
+    p.add_argument("--prompts", default=None, help="prompt file: one prompt per line, JSONL, or a JSON list or object")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the first image of each prompt")
     p.add_argument("--num-images", type=positive_int, default=1, help="images per prompt (seeds seed, seed+1, ...)")
     p.add_argument("--num-steps", type=positive_int, default=None, help="generator steps (default: the generator's)")
@@ -46,7 +46,7 @@ def run(args) -> int:
     from hypernoise.cli.common import configure_threads, hypernet_passes, model_config
     from hypernoise.errors import ConfigError
     from hypernoise.io import find_prompts, output_folder
-    from hypernoise.methods.generate import compare_grid, generate_images, save_png
+    from hypernoise.methods.generate import OUTPUTS, compare_grid, generate_images, save_png
 
     configure_threads(args)
     for name in ("num_images", "num_steps", "batch_size"):
@@ -65,7 +65,8 @@ def run(args) -> int:
     hypernet = load_adapter(generator, args.adapter) if args.adapter else None
     generator.check_prompts(prompts)
     inputs = {"prompts": args.prompts, "adapter": args.adapter, "pretrained": args.pretrained}
-    with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise generate") as out:
+    with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise generate",
+                       writes=OUTPUTS) as out:
         seeds = list(range(args.seed, args.seed + args.num_images))
         meta = {"generator": generator.name, "num_steps": args.num_steps or generator.default_steps,
                 "adapter": args.adapter, **({"passes": passes or hypernet.passes} if hypernet is not None else {})}

@@ -179,6 +179,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(args) -> int:
     try:
+        from hypernoise.cli.common import check_invocation
+
+        check_invocation(args, args._parser)  # an empty value, a garbage environment variable: one line
         if args.command in TRAINING_COMMANDS:  # a garbage or half-set WORLD_SIZE/RANK: one line, before any model
             from hypernoise.devices import check_launch_env
 

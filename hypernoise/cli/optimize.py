@@ -131,7 +131,7 @@ def run(args) -> int:
     inputs = {"prompts": args.prompts, "pretrained": args.pretrained, "adapter": args.adapter,
               "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
     with output_folder(args.out, overwrite=args.overwrite, resume=bool(args.resume), inputs=inputs,
-                       command="hypernoise optimize") as out:
+                       command="hypernoise optimize", writes=(SETTINGS_FILE, RESULTS_FILE, "*-best.png", "iterates")) as out:
         start = 0
         if args.resume and any(not p.name.startswith(".hypernoise") for p in out.iterdir()):
             start = _finished(out, settings)

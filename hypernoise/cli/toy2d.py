@@ -28,8 +28,9 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import torch
 
+    from hypernoise.errors import Interrupted
     from hypernoise.io import output_folder
-    from hypernoise.toy2d import Toy2DConfig, run_toy2d
+    from hypernoise.toy2d import OUTPUTS, Toy2DConfig, run_toy2d
 
     cfg = Toy2DConfig(reward=args.reward, alpha=args.alpha, objective=args.objective, steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, n_eval=args.n_eval,
@@ -38,11 +39,11 @@ def run(args) -> int:
     torch.set_num_threads(1)
     inputs = {"resume": args.resume if args.resume != "latest" else None}
     with output_folder(args.out, overwrite=args.overwrite, resume=bool(args.resume), inputs=inputs,
-                       command="hypernoise toy2d") as out:
+                       command="hypernoise toy2d", writes=OUTPUTS, distributed=True) as out:
         metrics = run_toy2d(cfg, out, resume=args.resume)
         if metrics.get("interrupted"):
-            print(f"interrupted at step {metrics['step']}; continue with --resume latest")
-            return 1
+            raise Interrupted(f"interrupted at step {metrics['step']}: checkpoint written; continue with --resume "
+                              f"latest --out {out}")
         print(json.dumps({k: metrics[k] for k in ("kl_to_tilted", "mean_abs_error", "lipschitz_max", "reward_base",
                                                   "reward_learned")}, indent=1))
         print(f"wrote {out}/samples.npz, {out}/metrics.json, {out}/toy2d.png")

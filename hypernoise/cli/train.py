@@ -34,7 +34,9 @@ def add_arguments(p) -> None:
                    help="optimizer steps over which alpha moves geometrically from --alpha-start to --alpha")
     p.add_argument("--reg-weight", type=non_negative_float, default=None, help="reg_weight of the reference objective (default 0.5)")
     p.add_argument("--rank", type=positive_int, default=None, help="LoRA rank (default 16, or the generator's)")
-    p.add_argument("--lora-alpha", type=positive_float, default=None, help="LoRA alpha (default 2 x rank)")
+    p.add_argument("--lora-alpha", type=positive_float, default=None,
+                   help="LoRA alpha (default: the preset's alpha, scaled with --rank to keep its alpha / rank: "
+                        "2 x rank for sana-sprint and the built-in world, 1 x rank for sd-turbo, 5 x for flux-schnell)")
     add_passes_arg(p, training=True)
     p.add_argument("--eval-seeds", type=int_arg(1, what="at least 1"), default=EVAL_SEEDS, metavar="N",
                    help=f"noise seeds 0..N-1 per test prompt in the closing before/after evaluation, where the "
@@ -66,8 +68,9 @@ def _configs(args, generator, model, validation_prompts=None):
 def run(args) -> int:
     from hypernoise.cli.common import configure_threads, model_config
     from hypernoise.presets import preset_model
-    from hypernoise.errors import ConfigError
+    from hypernoise.errors import ConfigError, Interrupted
     from hypernoise.io import output_folder
+    from hypernoise.training.trainer import RUN_OUTPUTS
     from hypernoise.prompts import load_prompts, source_paths
     from hypernoise.methods import train
     from hypernoise.rewards import parse_spec
@@ -79,7 +82,10 @@ def run(args) -> int:
     if args.push_to_hub:
         from hypernoise.publish import check_can_push
 
-        check_can_push()  # offline or no token: said now, not after the run
+        from pathlib import Path
+
+        repo_id = args.hub_model_id or (Path(args.out).resolve().name if args.out else None)
+        check_can_push(repo_id=repo_id)  # a repo id the Hub refuses, offline, no token: said now, not after the run
     if args.method == "finetune" and args.hypernet_passes is not None:
         raise ConfigError("--hypernet-passes applies to --method hypernoise; drop it for finetune")
     if args.eval_seeds < 1:
@@ -105,13 +111,14 @@ def run(args) -> int:
               "resume": args.resume if args.resume != "latest" else None,
               "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
     with output_folder(args.out or f"runs/{generator.name}-{args.method}", overwrite=args.overwrite,
-                       resume=bool(args.resume), inputs=inputs, command="hypernoise train") as out:
+                       resume=bool(args.resume), inputs=inputs, command="hypernoise train", writes=RUN_OUTPUTS,
+                       distributed=True) as out:
         task, result = train(cfg, prompts, out, resume=args.resume, method=args.method, generator=generator)
-        if not result.is_main:
-            return 1 if result.interrupted else 0
-        if result.interrupted:
-            print(f"interrupted at step {result.step}: checkpoint written; continue with --resume latest --out {out}")
-            return 1
+        if not result.is_main:  # the main process reports
+            return 130 if result.interrupted else 0
+        if result.interrupted:  # like every command stopped by a signal: what was kept and how to go on, 130
+            raise Interrupted(f"interrupted at step {result.step}: checkpoint written; continue with --resume latest "
+                              f"--out {out}")
         _report_trials(out)
         _report_validation(out)
         m = result.last_metrics

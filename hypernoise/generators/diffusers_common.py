@@ -25,6 +25,7 @@ from torch import nn
 from hypernoise.devices import resolve_device, resolve_dtype  # noqa: F401  (the families' device and dtype)
 from hypernoise.errors import ConfigError, WeightsNotFoundError
 from hypernoise.generators.base import Conditioning, Generator
+from hypernoise.generators.cache import bound_tokenizer_cache
 from hypernoise.generators.registry import GENERATORS, PIPELINES
 
 MODEL_INDEX = "model_index.json"
@@ -172,6 +173,8 @@ class DiffusersGenerator(Generator):
         self.vae = pipe.vae
         self.text_encoders = nn.ModuleList([m for m in (getattr(pipe, "text_encoder", None),
                                                         getattr(pipe, "text_encoder_2", None)) if m is not None])
+        for attr in ("tokenizer", "tokenizer_2"):  # memory flat over many distinct prompts (generators/cache.py)
+            bound_tokenizer_cache(getattr(pipe, attr, None))
         default = self.default_size()
         self.height, self.width = int(height or default), int(width or default)
         self.check_size()

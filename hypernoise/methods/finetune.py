@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from hypernoise.adapter import WEIGHTS_FILE, check_compatible, read_metadata, resolve_adapter_folder
+from hypernoise.adapter import FINETUNE_KIND, WEIGHTS_FILE, check_compatible, read_metadata, resolve_adapter_folder
 from hypernoise.errors import AdapterError, ConfigError, plain
 from hypernoise.generators.base import Generator
 from hypernoise.lora import BackboneLoRA, LoraSettings, adapter_state_checkpoint
@@ -32,7 +32,7 @@ ADAPTER_NAME = "finetune_adapter"
 class GeneratorLoRA(nn.Module):
     """A LoRA in ``generator.backbone``, always on; weights fp32 in peft's key layout."""
 
-    kind = "finetune-lora"
+    kind = FINETUNE_KIND
 
     def __init__(self, generator: Generator, settings: Optional[LoraSettings] = None):
         super().__init__()

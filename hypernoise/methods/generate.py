@@ -21,6 +21,10 @@ from hypernoise.hypernet.base import NoiseHypernetwork
 from hypernoise.images import ImageLike, compare_grid, save_png, to_pil  # noqa: F401  (re-exported)
 from hypernoise.methods.base import sample, seeded_noise
 
+#: the top-level entries ``hypernoise generate`` writes in its folder: one PNG per (prompt, seed)
+#: ("000-a-red-apple-seed0.png"), the HyperNoise and base images of --compare and their grid
+OUTPUTS = ("[0-9][0-9][0-9]*-*-seed*.png", "hypernoise", "base", "compare.png")
+
 
 @torch.no_grad()
 def _generate_batch(generator: Generator, prompts: list[str], seeds: list[int], num_steps: Optional[int],

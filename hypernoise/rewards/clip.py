@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from hypernoise.errors import InputFileError, WeightsNotFoundError
+from hypernoise.generators.cache import bound_tokenizer_cache
 from hypernoise.rewards.base import Reward
 from hypernoise.rewards.hub import REWARD_SOURCES, load_pretrained, offline, read_marker, reconvert_command
 from hypernoise.rewards.preprocess import ImageTransform, PromptCache
@@ -233,6 +234,7 @@ def load_clip_tokenizer(tokenizer: Optional[str], pretrained: str, default: str,
     tok = load_pretrained(CLIPTokenizer, tokenizer, what=f"{what} tokenizer", usual=f"hub {default}",
                           cache_dir=cache_dir)
     check_vocabulary(tok, vocab_size, what=f"{what} tokenizer {tokenizer}", usual=f"hub {default}")
+    bound_tokenizer_cache(tok)  # a reward reads every training prompt: memory flat over many distinct ones
     return tok
 
 

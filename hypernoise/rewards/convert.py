@@ -22,14 +22,12 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
-from safetensors.torch import save_file
-
-from hypernoise.errors import OutputExistsError
+from hypernoise.io import output_folder, save_tensors, write_errors_as_oserror
 from hypernoise.registry import Registry
 from hypernoise.rewards.aesthetic import AESTHETIC_HEAD, load_head, load_vision_tower
 from hypernoise.rewards.clip import LAION_VIT_H, PICKSCORE, load_clip_model, load_clip_tokenizer
 from hypernoise.rewards.hps import load_hps_model
-from hypernoise.rewards.hub import MARKER_OPTIONS, write_marker
+from hypernoise.rewards.hub import MARKER_FILE, MARKER_OPTIONS, write_marker
 from hypernoise.rewards.imagereward import load_imagereward_parts, load_imagereward_tokenizer
 
 PathLike = Union[str, os.PathLike]
@@ -52,24 +50,25 @@ def convert_reward(name: str, source: PathLike, out_dir: PathLike, *, overwrite:
             ``aesthetic`` ``head_file`` and ``clip_pretrained``.
 
     Returns the folder. Raises ``UnknownNameError`` (no such converter), ``WeightsNotFoundError``,
-    ``InputFileError`` (not the expected checkpoint) or ``OutputExistsError``. The folder is
-    written next to ``out_dir`` first and moved into place when complete.
+    ``InputFileError`` (not the expected checkpoint) or ``OutputExistsError``. ``out_dir`` is an
+    output folder like every command's (``io.output_folder``: locked while written, its manifest
+    kept, ``overwrite`` removing only what hypernoise wrote there, never a file or a folder of the
+    user's). The conversion is written into a hidden folder inside it first; its files are moved
+    into place when complete, the marker last.
     """
     convert = CONVERTERS.get(name)
     out = Path(out_dir).expanduser()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out} already holds files; choose another folder or pass overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        convert(source, staging, **options)
-        write_marker(staging, name, source=_where_from(source), **_recorded(options))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    inputs = {"source": str(source), **{k: str(options[k]) for k in ("tokenizer", "clip_pretrained") if options.get(k)}}
+    with output_folder(out, overwrite=overwrite, inputs=inputs, command="hypernoise convert-reward") as folder:
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-convert-", dir=folder))
+        try:
+            with write_errors_as_oserror(folder):  # transformers' save_pretrained writes through safetensors
+                convert(source, staging, **options)
+            write_marker(staging, name, source=_where_from(source), **_recorded(options))
+            for entry in sorted(staging.iterdir(), key=lambda p: p.name == MARKER_FILE):  # the marker last
+                os.replace(entry, folder / entry.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -103,7 +102,7 @@ def convert_imagereward(source, out: Path, tokenizer: Optional[str] = None, cach
     vision, text, head = load_imagereward_parts(source, cache_dir=cache_dir, allow_pickle=allow_pickle)
     vision.save_pretrained(out / "vision_model")
     text.save_pretrained(out / "text_model")
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
+    save_tensors({k: v.contiguous() for k, v in head.state_dict().items()}, out / "head.safetensors")
     tok = load_imagereward_tokenizer(tokenizer, source, vocab_size=text.config.vocab_size, cache_dir=cache_dir)
     tok.save_pretrained(out / "tokenizer")
 
@@ -112,7 +111,7 @@ def convert_imagereward(source, out: Path, tokenizer: Optional[str] = None, cach
 def convert_aesthetic(source, out: Path, head_file: Optional[str] = None, clip_pretrained: Optional[str] = None,
                       cache_dir=None, allow_pickle: bool = False, **_) -> None:
     head = load_head(source, head_file or AESTHETIC_HEAD, cache_dir=cache_dir, allow_pickle=allow_pickle)
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
+    save_tensors({k: v.contiguous() for k, v in head.state_dict().items()}, out / "head.safetensors")
     load_vision_tower(source, clip_pretrained, cache_dir=cache_dir).save_pretrained(out / "vision_model")
 
 

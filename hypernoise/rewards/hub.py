@@ -23,7 +23,9 @@ from typing import Any, Optional, Union
 
 import torch
 
-from hypernoise.errors import ConfigError, InputFileError, WeightsNotFoundError
+from hypernoise.env import flag
+from hypernoise.io import json_problem, load_json
+from hypernoise.errors import ConfigError, HypernoiseError, InputFileError, WeightsNotFoundError
 
 PathLike = Union[str, os.PathLike]
 
@@ -48,7 +50,7 @@ def reward_source(name: str) -> str:
 
 def offline() -> bool:
     """True when ``HF_HUB_OFFLINE`` is set to a true value now (not only at import time)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+    if flag("HF_HUB_OFFLINE"):
         return True
     try:
         from huggingface_hub import constants
@@ -131,6 +133,13 @@ def load_pretrained(cls: Any, pretrained: PathLike, *, what: str, usual: str,
             raise WeightsNotFoundError(f"{what}: cannot load {path} ({_first_line(err)}); "
                                        f"it is usually at {usual}") from None
         raise WeightsNotFoundError(f"{_where(what, str(pretrained), usual)} [{_first_line(err)}]") from None
+    except HypernoiseError:
+        raise
+    except Exception as err:  # a weights file that is not one (pickle's UnpicklingError, a truncated zip, ...)
+        if not path.exists():
+            raise
+        raise InputFileError(f"{what}: the weights in {path} cannot be read ({type(err).__name__}: "
+                             f"{_first_line(err)}); is it a complete checkpoint? download it again") from None
     return _complete(*loaded, what=what, source=source) if is_model else loaded
 
 
@@ -199,7 +208,12 @@ def read_marker(folder: PathLike, reward: str) -> Optional[dict]:
     marker = Path(folder, MARKER_FILE)
     if not marker.is_file():
         return None
-    record = json.loads(marker.read_text())
+    try:
+        record = load_json(marker.read_text())
+    except ValueError as e:  # not UTF-8, not JSON, too deep or large
+        raise InputFileError(f"{marker} is corrupt ({json_problem(e)}); convert the weights again") from None
+    if not isinstance(record, dict):
+        raise InputFileError(f"{marker} is corrupt (not a JSON object); convert the weights again")
     if record.get("reward") != reward:
         raise ConfigError(f"{folder} holds converted {record.get('reward')!r} weights, not {reward!r}; "
                           f"pass the folder to the {record.get('reward')!r} reward")

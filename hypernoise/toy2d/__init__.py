@@ -18,7 +18,7 @@ from hypernoise.toy2d.generator import Toy2DGenerator, build_toy2d, toy2d_map
 from hypernoise.toy2d.rewards import Corner, HalfPlane, Ring
 
 #: names of ``hypernoise.toy2d.experiment``, imported on first use (module ``__getattr__``)
-_EXPERIMENT_NAMES = ("TOY_REWARDS", "Toy2DConfig", "evaluate_toy2d", "kl_to_tilted", "run_toy2d",
+_EXPERIMENT_NAMES = ("OUTPUTS", "TOY_REWARDS", "Toy2DConfig", "evaluate_toy2d", "kl_to_tilted", "run_toy2d",
                      "tilted_statistics")
 
 __all__ = ["Toy2DGenerator", "build_toy2d", "toy2d_map", "HalfPlane", "Ring", "Corner", *_EXPERIMENT_NAMES]

@@ -31,8 +31,12 @@ from hypernoise.methods.hypernoise import HyperNoiseTask
 from hypernoise.objective import NoiseObjective, ObjectiveConfig, jacobian
 from hypernoise.rewards import build_reward
 from hypernoise.training import TrainConfig, Trainer
+from hypernoise.training.trainer import RUN_OUTPUTS
 
 TOY_REWARDS = ("halfplane", "ring", "corner")
+
+#: the top-level entries ``run_toy2d`` writes in its folder (a training run's, and its own results)
+OUTPUTS = (*RUN_OUTPUTS, "samples.npz", "metrics.json", "toy2d.png")
 
 
 @dataclass

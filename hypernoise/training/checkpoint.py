@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from hypernoise.errors import CheckpointError
 from hypernoise.faults import maybe_kill
-from hypernoise.io import save_tensors
+from hypernoise.io import load_json, replace_folder, save_tensors, save_torch
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "state.json"
@@ -74,13 +74,7 @@ def save_checkpoint(root: Path, step: int, trainable: dict, optimizer_state: dic
     except OSError:  # a full disk or a file-size limit: no half-written folder is left
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():  # re-saving the same step (e.g. after resume): swap, never delete first
-        old = root / f".tmp-old-{step:06d}-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    replace_folder(tmp, final)  # re-saving the same step (e.g. after resume): swap, never delete first
     _fsync_dir(root)
     if total_limit:
         for _, old_ckpt in list_checkpoints(root)[:-total_limit]:
@@ -91,8 +85,8 @@ def save_checkpoint(root: Path, step: int, trainable: dict, optimizer_state: dic
 def _write_checkpoint(tmp: Path, step: int, trainable: dict, optimizer_state: dict, scheduler_state: dict,
                       state: dict) -> None:
     save_tensors({k: v.detach().float().contiguous().cpu() for k, v in trainable.items()}, tmp / "trainable.safetensors")
-    torch.save(optimizer_state, tmp / "optimizer.pt")
-    torch.save(scheduler_state, tmp / "scheduler.pt")
+    save_torch(optimizer_state, tmp / "optimizer.pt")
+    save_torch(scheduler_state, tmp / "scheduler.pt")
     for name in ("trainable.safetensors", "optimizer.pt", "scheduler.pt"):
         _fsync_file(tmp / name)
     maybe_kill("checkpoint", step)
@@ -142,8 +136,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     if not (path / STATE_FILE).is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint (no {STATE_FILE}); pass another folder or set `resume` to latest")
     try:
-        with open(path / STATE_FILE) as f:
-            state = json.load(f)
+        state = load_json((path / STATE_FILE).read_text())
     except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
         raise CheckpointError(f"checkpoint {path} is corrupt ({STATE_FILE}: {type(e).__name__}: {str(e)[:120]}); "
                               f"delete it to resume from the one before") from None

@@ -38,18 +38,23 @@ from typing import Optional, Sequence
 import torch
 
 from hypernoise.devices import check_launch_env
-from hypernoise.errors import CheckpointError, TrainingDivergedError
+from hypernoise.errors import CheckpointError, OutputExistsError, TrainingDivergedError
 from hypernoise.faults import maybe_kill
-from hypernoise.io import write_json
+from hypernoise.io import load_json, unrecorded, write_json
 from hypernoise.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hypernoise.training.config import RUN_DEFINING, TrainConfig
 from hypernoise.training.data import NoiseSampler, PromptSampler
 from hypernoise.training.task import TrainTask
-from hypernoise.training.validation import ValidationRecord, Validator, log_to_trackers, validation_key
+from hypernoise.training.validation import (BEST_DIR, GRID_DIR, VALIDATION_FILE, ValidationRecord, Validator,
+                                             log_to_trackers, validation_key)
 
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
 TRIALS_FILE = "init_trials.json"
+#: the top-level entries of a training run's folder: the trainer's, validation's, the adapter, the
+#: closing report's (``io.output_folder``'s ``writes``: nothing else there is the run's)
+RUN_OUTPUTS = ("adapter", CHECKPOINT_DIR, METRICS_FILE, TRIALS_FILE, "logs", VALIDATION_FILE, GRID_DIR, BEST_DIR,
+               "samples", "before_after.json")
 
 
 @dataclass
@@ -251,13 +256,21 @@ class Trainer:
 
     def _check_nothing_to_lose(self) -> None:
         """``resume`` latest with no checkpoint: refuse where the folder holds a finished run (its
-        adapter would be overwritten by a fresh start), else say a new run starts (a run killed
-        before its first checkpoint restarts from step 0 and ends as an uninterrupted run)."""
+        adapter would be overwritten by a fresh start) or files of the run's names that its
+        manifest does not list (someone's metrics.jsonl, samples/); else say a new run starts (a
+        run killed before its first checkpoint restarts from step 0 and ends as an uninterrupted
+        run: what it wrote was adopted into the manifest by ``io.output_folder``)."""
         if (self.out_dir / "adapter").exists():
             raise CheckpointError(
                 f"`resume` latest found no checkpoint in {self.out_dir / CHECKPOINT_DIR}, but {self.out_dir} holds a "
                 f"finished run (adapter/) that a fresh start would overwrite; pass a new `out_dir`, or `overwrite` "
                 f"to replace it")
+        theirs = unrecorded(self.out_dir, RUN_OUTPUTS)
+        if theirs:  # a new run would write over them: another's metrics.jsonl, samples/...
+            raise OutputExistsError(
+                f"`resume` latest found no checkpoint in {self.out_dir / CHECKPOINT_DIR}, and {self.out_dir} holds "
+                f"{', '.join(theirs[:3])}, which hypernoise did not write and a new run would overwrite; nothing was "
+                f"written; move them or pass a new `out_dir`")
         if self.is_main:
             print(f"nothing to resume in {self.out_dir}: starting a new run", flush=True)
 
@@ -458,8 +471,8 @@ class Trainer:
         keep = []
         for line in path.read_text().splitlines():
             try:
-                if json.loads(line).get("step", 0) <= self.step:
+                if load_json(line).get("step", 0) <= self.step:
                     keep.append(line)
-            except json.JSONDecodeError:  # a line cut by a crash
+            except (ValueError, AttributeError):  # a line cut by a crash (or not a row of this log)
                 continue
         path.write_text("".join(l + "\n" for l in keep))

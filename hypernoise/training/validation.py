@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
+from hypernoise.io import load_json, replace_folder
+
 VALIDATION_FILE = "validation.jsonl"
 GRID_DIR = "validation"
 BEST_DIR = "best"
@@ -61,18 +63,6 @@ def validation_key(prompts, seeds) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _replace_folder(tmp: Path, final: Path) -> None:
-    """Put ``tmp`` in ``final``'s place, swapping the old one out first (never deleting first)."""
-    if final.exists():
-        old = final.with_name(f".tmp-old-{final.name}-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 class ValidationRecord:
     """The validation files of one run folder (see the module docstring) and the best so far,
     ``best`` = {"step", "reward", "key"} (None before the first validation). Main process only."""
@@ -102,9 +92,9 @@ class ValidationRecord:
             keep = []
             for line in path.read_text().splitlines():
                 try:
-                    if json.loads(line).get("step", 0) <= step:
+                    if load_json(line).get("step", 0) <= step:
                         keep.append(line)
-                except (json.JSONDecodeError, AttributeError):  # a line cut by a crash
+                except (ValueError, AttributeError):  # a line cut by a crash
                     continue
             path.write_text("".join(l + "\n" for l in keep))
         for grid_step, grid in self._grids():
@@ -166,7 +156,7 @@ class ValidationRecord:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _replace_folder(tmp, final)
+        replace_folder(tmp, final)  # a user's files inside best/ are kept
 
 
 def log_to_trackers(accelerator, step: int, result: ValidationResult) -> None:

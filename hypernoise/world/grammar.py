@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from hypernoise.errors import ConfigError
+from hypernoise.io import short
 
 SHAPES = ("circle", "square", "triangle")
 COLORS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -75,7 +76,7 @@ class PromptSpec:
 
 
 def _fail(prompt: str, why: str) -> ConfigError:
-    return ConfigError(f"prompt {prompt!r} is not in the shapes grammar: {why}; "
+    return ConfigError(f"prompt {short(prompt, 80)} is not in the shapes grammar: {why[:120]}; "
                        f"see docs/world.md (e.g. 'a photo of a red circle and a blue square')")
 
 

@@ -245,3 +245,31 @@ def test_the_context_manager_detaches_on_an_error(family, pipe, adapters):
             assert type(pipe) is not cls and isinstance(pipe, cls)
             raise RuntimeError("boom")
     assert type(pipe) is cls and not tuner_layers(pipe.transformer)
+
+
+@pytest.mark.parametrize("family", ["sana-sprint"])
+def test_an_adapter_that_is_no_path_is_one_error_and_the_pipeline_is_left_alone(family, pipe):
+    cls = type(pipe)
+    for bad in (None, 3, ["owner/name"]):
+        with pytest.raises(AdapterError, match="an adapter is a folder or a Hub id"):
+            hypernoise.attach(pipe, bad)
+    assert type(pipe) is cls and attachment(pipe) is None and not tuner_layers(pipe.transformer)
+
+
+@pytest.mark.parametrize("family", ["sana-sprint"])
+def test_copying_or_pickling_an_attached_pipeline_is_refused_naming_the_fix(family, pipe, adapters):
+    """A copy would carry the LoRA layers and hooks without the attachment: it could be neither
+    detached nor saved. Detach, copy, attach to the copy."""
+    import copy
+    import pickle
+
+    pickle.dumps(pipe)  # a plain pipeline pickles
+    with hypernoise.attached(pipe, adapters[family]):
+        for make in (copy.copy, copy.deepcopy, pickle.dumps):
+            with pytest.raises(AdapterError, match=r"call hypernoise.detach\(pipe\) first"):
+                make(pipe)
+    twin = copy.deepcopy(pipe)
+    hypernoise.attach(twin, adapters[family])
+    assert attachment(twin) is not None and attachment(pipe) is None
+    hypernoise.detach(twin)
+    assert not tuner_layers(twin.transformer)

@@ -107,8 +107,14 @@ def test_existing_outputs_are_kept_unless_overwrite(hps_checkpoint, clip_tokeniz
     with pytest.raises(OutputExistsError):
         convert_reward("hps", hps_checkpoint, out, tokenizer=clip_tokenizer_dir)
     assert (out / "notes.txt").read_text() == "mine"
-    convert_reward("hps", hps_checkpoint, out, tokenizer=clip_tokenizer_dir, overwrite=True)
-    assert not (out / "notes.txt").exists() and (out / "model.safetensors").is_file()
+    with pytest.raises(OutputExistsError, match="notes.txt"):  # overwrite removes only what hypernoise wrote
+        convert_reward("hps", hps_checkpoint, out, tokenizer=clip_tokenizer_dir, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    convert_reward("hps", hps_checkpoint, out, tokenizer=clip_tokenizer_dir)
+    first = (out / "model.safetensors").read_bytes()
+    convert_reward("hps", hps_checkpoint, out, tokenizer=clip_tokenizer_dir, overwrite=True)  # a conversion: replaced
+    assert (out / "model.safetensors").read_bytes() == first and (out / "hypernoise_reward.json").is_file()
 
 
 def test_a_failed_conversion_leaves_nothing_behind(imagereward_checkpoint, clip_tokenizer_dir, tmp_path):
@@ -122,3 +128,26 @@ def test_unknown_reward_names_list_the_converters(tmp_path):
     with pytest.raises(UnknownNameError, match="aesthetic, clip, hps, imagereward, pickscore"):
         convert_reward("redness", "x", tmp_path / "out")
     assert sorted(CONVERTERS) == ["aesthetic", "clip", "hps", "imagereward", "pickscore"]
+
+
+def test_a_weights_file_that_is_not_one_and_an_out_that_is_a_file_are_one_line(clip_model_dir, tmp_path, capsys):
+    """convert-reward checks its --out like every command, and a pytorch_model.bin that is not a
+    torch file is named, not an UnpicklingError."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in clip_model_dir.iterdir():
+        if f.is_file() and not f.name.endswith((".safetensors", ".bin")):
+            (src / f.name).write_bytes(f.read_bytes())
+    (src / "pytorch_model.bin").write_bytes(b"this is not a torch file")
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for argv, code, message in ((["convert-reward", "clip", str(src), "--out", str(tmp_path / "out")], 2,
+                                 "the weights in"),
+                                (["convert-reward", "clip", str(clip_model_dir), "--out", str(afile)], 2,
+                                 "exists and is not a folder")):
+        assert main(argv) == code
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "out").exists()

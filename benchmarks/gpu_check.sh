@@ -12,7 +12,9 @@
 # that fits, generation base vs HyperNoise (LoRA rank 128 and 8, merged), the ensemble alone.
 # Every job runs in its own process with a time bound; the run stops starting jobs in time.
 #
-# Writes realsize_gpu.json and realsize_gpu.md to $OUT (default benchmarks/results/gpu_check).
+# Then GenEval's detector and colour classifier at their real sizes (benchmarks/geneval_speed.py): images per second.
+#
+# Writes realsize_gpu.json, realsize_gpu.md, geneval_gpu.json and geneval_gpu.md to $OUT (default benchmarks/results/gpu_check).
 # HYPERNOISE_GPU_CHECK_CPU=1 runs the same plan on the CPU with tiny models (the test path).
 set -euo pipefail
 
@@ -82,7 +84,17 @@ else
     device=(--device cuda --plan gpu)
     "$PY" -c 'import torch; p = torch.cuda.get_device_properties(0); print(f"gpu_check: {p.name}, {p.total_memory / 2**30:.0f} GiB, torch {torch.__version__}")'
 fi
-left=$(( BUDGET_S - SECONDS ))
+GENEVAL_S="${GPU_CHECK_GENEVAL_S:-100}"  # kept for step 5
+left=$(( BUDGET_S - SECONDS - GENEVAL_S ))
 "$PY" "$ROOT/benchmarks/realsize.py" "${device[@]}" --dtype bf16 --deadline-s "$left" \
     --out "$OUT_DIR/realsize_gpu.json" --table "$OUT_DIR/realsize_gpu.md"
-echo "gpu_check: done in ${SECONDS} s; $OUT_DIR/realsize_gpu.json and realsize_gpu.md"
+# 5. GenEval: the detector (Swin-S Mask2Former at 800 px) and the CLIP colour classifier, images per second
+if [ "${HYPERNOISE_GPU_CHECK_CPU:-0}" = "1" ]; then geneval=(--device cpu --quick --rounds 1); else geneval=(--device cuda); fi
+if [ $(( BUDGET_S - SECONDS )) -gt 30 ]; then
+    timeout $(( BUDGET_S - SECONDS )) "$PY" "$ROOT/benchmarks/geneval_speed.py" "${geneval[@]}" \
+        --out "$OUT_DIR/geneval_gpu.json" > "$OUT_DIR/geneval_gpu.md" || echo "gpu_check: the GenEval line did not finish" >&2
+    cat "$OUT_DIR/geneval_gpu.md"
+else
+    echo "gpu_check: no time left for the GenEval line" >&2
+fi
+echo "gpu_check: done in ${SECONDS} s; $OUT_DIR/realsize_gpu.json, realsize_gpu.md, geneval_gpu.json and geneval_gpu.md"

@@ -72,6 +72,14 @@ class BenchConfig:
     reno_budgets: Sequence[int] = field(default=(1, 2, 5, 10, 25, 50), metadata={
         "help": "frontier: ReNO iterations, nested in the run of reno_iters (those above it dropped)"})
     hypernoise_passes: Sequence[int] = field(default=(1, 2, 3), metadata={"help": "frontier: HyperNoise passes"})
+    prompts: Optional[Sequence[str]] = field(default=None, metadata={
+        "help": "held-out prompts every method is evaluated on (default: the generator's test prompts)"})
+    records: Optional[Sequence[dict]] = field(default=None, metadata={
+        "help": "the prompts' metadata rows (GenEval's), written into each method's GenEval layout"})
+    train_prompts: Optional[Sequence[str]] = field(default=None, metadata={
+        "help": "prompts the two methods train on (default: the generator's train prompts)"})
+    judge: Optional[object] = field(default=None, metadata={
+        "help": "the judge of prompt faithfulness (default: the generator's own; GenEval for a real generator)"})
     hypernoise_reno_budgets: Sequence[int] = field(default=(1, 2, 5, 10, 25), metadata={
         "help": "frontier: iterations of HyperNoise-initialised ReNO, nested in one run of the largest "
                 "(at most reno_iters)"})
@@ -140,11 +148,27 @@ def _curve(method: str, run: Path, cfg: BenchConfig, train_cfg: HyperNoiseConfig
         module.load_trainable_state_dict({k: v.to(gen.device) for k, v in weights.items()})
         ecfg = EvalConfig(method=eval_method, seeds=tuple(cfg.seeds[:1]), reward=cfg.reward, batch_size=cfg.batch_size,
                           adapter_given=True)
-        images: list = []
-        res = evaluate(gen, prompts, ecfg, adapter=module if method != "finetune" else None, images_out=images)
-        points.append({"step": step, "reward": res["rewards"], "fidelity": distance_to_base(images, base_features, gen),
+        features = Features(gen.judge())
+        res = evaluate(gen, prompts, ecfg, adapter=module if method != "finetune" else None, judge=cfg.judge,
+                       on_images=features)
+        points.append({"step": step, "reward": res["rewards"],
+                       "fidelity": frechet_distance(features.all(), base_features),
                        "geneval": (res.get("geneval") or {}).get("overall")})
     return points
+
+
+class Features:
+    """An ``evaluate(..., on_images=)`` sink: the features (``metrics.image_features``: the judge's
+    where it has them, else 8x8-pooled pixels) of every batch, so that no image is kept."""
+
+    def __init__(self, judge=None):
+        self.judge, self.parts = judge, []
+
+    def __call__(self, images: torch.Tensor) -> None:
+        self.parts.append(image_features(list(images), self.judge))
+
+    def all(self) -> torch.Tensor:
+        return torch.cat(self.parts)
 
 
 def distance_to_base(images, base_features: torch.Tensor, generator) -> float:
@@ -191,10 +215,13 @@ def run_bench(cfg: BenchConfig, out_dir, generator=None) -> dict:
     out = Path(out_dir)
     _check_adapter_kinds({"hypernoise": cfg.hypernoise_adapter, "finetune": cfg.finetune_adapter})
     gen = generator or cfg.model.build()
-    prompts, train_prompts = gen.default_prompts("test"), gen.default_prompts("train")
+    prompts = list(cfg.prompts or gen.default_prompts("test") or [])
+    train_prompts = list(cfg.train_prompts or gen.default_prompts("train") or [])
     train_cfg = cfg.train or default_config(gen, model=cfg.model, reward=cfg.reward)
-    if not prompts or not train_prompts:
-        raise ConfigError(f"generator {gen.name!r} has no built-in train/test prompts to benchmark on")
+    needs_training = cfg.hypernoise_adapter is None or (cfg.finetune and cfg.finetune_adapter is None)
+    if not prompts or (needs_training and not train_prompts):
+        raise ConfigError(f"generator {gen.name!r} has no built-in {'test' if not prompts else 'train'} prompts to "
+                          f"benchmark on; pass `prompts` (held-out) and `train_prompts`, or trained adapters")
     adapters = {"hypernoise": cfg.hypernoise_adapter, "finetune": cfg.finetune_adapter}
     methods, feats, curves, extra = {}, {}, {}, {}
     try:
@@ -207,10 +234,11 @@ def run_bench(cfg: BenchConfig, out_dir, generator=None) -> dict:
             ecfg = EvalConfig(method=method, seeds=tuple(cfg.seeds), reward=cfg.reward, adapter=adapters.get(method),
                               n=cfg.n, reno=cfg.reno_config(), batch_size=cfg.batch_size,
                               passes=cfg.passes if method == "hypernoise" else None, budgets=cfg.budgets(method),
-                              warmup=True)
-            images: list = []
-            methods[method] = evaluate(cfg.model.build(), prompts, ecfg, out / method, images_out=images)
-            feats[method] = image_features(images, gen.judge())
+                              warmup=True, geneval_layout=cfg.judge is not None)
+            features = Features(gen.judge())
+            methods[method] = evaluate(cfg.model.build(), prompts, ecfg, out / method, on_images=features,
+                                       **_judged(cfg))
+            feats[method] = features.all()
             if method == "base":  # the curve's reference: base images of the curve's single seed
                 curve_base = feats["base"][:: len(cfg.seeds)]
             _report(method, methods[method])
@@ -230,6 +258,14 @@ def run_bench(cfg: BenchConfig, out_dir, generator=None) -> dict:
     return bench
 
 
+def _judged(cfg: BenchConfig) -> dict:
+    """evaluate()'s judge arguments: a given judge (GenEval) scores each method's images, which are
+    also written in GenEval's layout with the prompts' metadata; else the generator's own judge."""
+    if cfg.judge is None:
+        return {}
+    return {"judge": cfg.judge, "records": cfg.records}
+
+
 def _report(label: str, res: dict) -> None:
     print(f"{label:>10}: quality {_quality(res):.3f}  {res['cost']['seconds_per_image'] * 1000:.1f} ms/image",
           flush=True)
@@ -240,16 +276,16 @@ def _frontier_runs(cfg: BenchConfig, prompts, adapter: str, methods: dict, extra
     evaluate, and HyperNoise-initialised ReNO with its nested budgets; into ``extra``."""
     main = int(methods["hypernoise"]["cost"]["hypernet_forward"])
     common = dict(seeds=tuple(cfg.seeds), reward=cfg.reward, adapter=adapter, n=cfg.n, batch_size=cfg.batch_size,
-                  warmup=True)
+                  warmup=True, geneval_layout=cfg.judge is not None)
     for passes in cfg.hypernoise_passes:
         if passes != main:
             ecfg = EvalConfig(method="hypernoise", passes=passes, **common)
-            res = evaluate(cfg.model.build(), prompts, ecfg, out / f"hypernoise-{passes}passes")
+            res = evaluate(cfg.model.build(), prompts, ecfg, out / f"hypernoise-{passes}passes", **_judged(cfg))
             extra.setdefault("hypernoise", {})[passes] = res
             _report(f"HN x{passes}", res)
     ecfg = EvalConfig(method="hypernoise-reno", passes=cfg.passes, reno=cfg.reno_config(cfg.hypernoise_reno_iters()),
                       budgets=cfg.budgets("hypernoise-reno"), **common)
-    extra["hypernoise-reno"] = evaluate(cfg.model.build(), prompts, ecfg, out / "hypernoise-reno")
+    extra["hypernoise-reno"] = evaluate(cfg.model.build(), prompts, ecfg, out / "hypernoise-reno", **_judged(cfg))
     _report("HN+ReNO", extra["hypernoise-reno"])
 
 

@@ -146,3 +146,87 @@ def test_a_method_added_in_one_place_is_evaluated_with_no_other_change(tiny_gene
         METHODS._factories.pop("twice-test"), METHODS._help.pop("twice-test")
     assert res["cost"]["generator_forward"] == 2 * tiny_generator.default_steps
     assert res["rewards"] == base["rewards"]  # the same images as the base at twice the steps
+
+
+def _interrupt_at(monkeypatch, at: int):
+    """``evaluation.seeded_noise`` raises KeyboardInterrupt on its ``at``-th call, as a signal would."""
+    import hypernoise.evaluation
+
+    real, calls = hypernoise.evaluation.seeded_noise, []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hypernoise.evaluation, "seeded_noise", wrapped)
+
+
+def test_an_interrupted_evaluation_resumes_to_the_uninterrupted_results(tmp_path, monkeypatch, capsys):
+    from hypernoise.cli.main import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of a red circle\na photo of a blue square\na photo of a green triangle\n")
+    argv = ["evaluate", "--generator", "shapes", "--prompts", str(prompts), "--seeds", "0,1", "--batch-size", "2",
+            "--geneval-layout", "--no-progress", "--threads", "1"]
+    assert main(argv + ["--out", str(tmp_path / "full")]) == 0
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 5)  # one batch per prompt: prompt 3 is interrupted
+        assert main(argv + ["--out", str(tmp_path / "part")]) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "first 2 of 3 prompts" in line and "--resume latest" in line, line
+    assert main(argv + ["--out", str(tmp_path / "part"), "--resume"]) == 0
+    full, part = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("full", "part"))
+    assert "partial" not in part and part["n_images"] == full["n_images"] == 6
+    assert part["rewards"] == full["rewards"] and part["geneval"] == full["geneval"]
+    assert part["fidelity"] == pytest.approx(full["fidelity"], rel=0.05)  # resumed images read back from PNGs
+    rows = {n: (tmp_path / n / "per_prompt.jsonl").read_text() for n in ("full", "part")}
+    assert rows["part"] == rows["full"]
+    assert _images(tmp_path / "part").keys() == _images(tmp_path / "full").keys()
+
+
+def test_a_resume_with_other_settings_is_refused_naming_what_differs(tmp_path, monkeypatch, capsys):
+    from hypernoise.cli.main import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of a red circle\na photo of a blue square\n")
+    argv = ["evaluate", "--generator", "shapes", "--prompts", str(prompts), "--batch-size", "2", "--geneval-layout",
+            "--no-progress", "--threads", "1", "--out", str(tmp_path / "run")]
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 4)
+        assert main(argv + ["--seeds", "0,1"]) == 130
+    before = (tmp_path / "run" / "per_image.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(argv + ["--seeds", "0,2", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot resume" in err and "--seeds" in err and len(err.splitlines()) == 1, err
+    assert (tmp_path / "run" / "per_image.jsonl").read_bytes() == before
+
+
+def test_an_external_judge_scores_every_image_in_batches(tiny_generator, tmp_path):
+    """A judge passed to ``evaluate`` (GenEval for real generators) sees every image once, in the
+    evaluation's batches, and its records reach per_prompt.jsonl and its own records file."""
+    seen = []
+
+    class Judge:
+        records_file, has_fidelity = "judged.jsonl", False
+
+        def evaluate_images(self, images, prompts):
+            seen.append(len(prompts))
+            return [{"filename": "x", "category": "t", "correct": p.startswith("a red")} for p in prompts]
+
+        def summary(self, records):
+            return {"overall": sum(r["correct"] for r in records) / len(records)}
+
+        @staticmethod
+        def public_record(record):
+            return {k: v for k, v in record.items() if k != "category"}
+
+    cfg = EvalConfig(seeds=(0, 1), reward="redness", batch_size=4, geneval_layout=True)
+    res = evaluate(tiny_generator, PROMPTS, cfg, tmp_path, judge=Judge())
+    assert seen == [4, 2] and res["geneval"] == {"overall": pytest.approx(1 / 3)} and "fidelity" not in res
+    records = [json.loads(l) for l in (tmp_path / "judged.jsonl").read_text().splitlines()]
+    assert [r["filename"] for r in records] == [str(tmp_path / f"{i:05d}" / "samples" / f"{s:05d}.png")
+                                                for i in range(3) for s in (0, 1)]
+    assert all("category" not in r for r in records)

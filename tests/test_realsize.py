@@ -158,6 +158,9 @@ def test_gpu_check_runs_end_to_end_on_the_cpu_path(tmp_path):
     assert {r["model"] for r in batches} == {"sana-sprint", "sd-turbo", "flux-schnell"}
     assert all(r["largest_batch"] == 4 and r["stopped_by"] == "limit" for r in batches)
     assert (tmp_path / "realsize_gpu.md").read_text().startswith("python benchmarks/realsize.py")
+    geneval = json.loads((tmp_path / "geneval_gpu.json").read_text())
+    assert {r["part"] for r in geneval["rows"]} == {"detector", "colour"} and geneval["geneval_images_per_s"] > 0
+    assert "GenEval images per second" in (tmp_path / "geneval_gpu.md").read_text()
 
 
 def _wheel(folder: Path, name: str) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 
 def add_arguments(p) -> None:
+    from hypernoise.cli.geneval import add_geneval_args
+
     from hypernoise.cli.common import (MAX_PASSES, add_model_args, add_output_args, add_reward_weights_arg, float_arg,
                                        passes_arg, positive_int, seed_list)
 
@@ -35,25 +37,40 @@ def add_arguments(p) -> None:
     p.add_argument("--no-finetune", action="store_true",
                    help="skip direct fine-tuning (not on the frontier; its training is about a quarter of the bench)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--benchmark", choices=["geneval"], default=None,
+                   help="geneval: evaluate every method on GenEval's 553 prompts (or --prompts in its format), scored "
+                        "by GenEval (--detector, --clip; docs/geneval.md): the quality column is GenEval's overall")
+    p.add_argument("--prompts", default=None,
+                   help="held-out prompts every method is evaluated on (default: the generator's test prompts; with "
+                        "--benchmark geneval, GenEval's)")
+    p.add_argument("--train-prompts", default=None,
+                   help="prompts HyperNoise and fine-tuning train on (default: the generator's train prompts)")
+    add_geneval_args(p)
     add_output_args(p)
+    p.set_defaults(geneval_dtype=None)  # GenEval's detector in float32 whatever --dtype the generator has
 
 
 def run(args) -> int:
     from hypernoise.bench import BenchConfig, run_bench
     from hypernoise.cli.common import configure_threads, hypernet_passes, model_config, reward_weights
     from hypernoise.cli.evaluate import _seeds
-    from hypernoise.io import output_folder
+    from hypernoise.io import output_folder, read_prompts
     from hypernoise.presets import default_config
 
     configure_threads(args)
     passes = hypernet_passes(args)
+    records, judge = _held_out(args)  # bad GenEval settings: one line, before the generator loads
     model = model_config(args)
     generator = model.build()
+    if records:
+        generator.check_prompts([r["prompt"] for r in records])
     train = default_config(generator, model=model, reward=args.reward, reward_weights=reward_weights(args),
                            steps=args.steps, alpha=args.alpha, init_trials=args.init_trials,
                            trial_steps=args.trial_steps,
                            progress=False if args.no_progress else None)
     cfg = BenchConfig(model=model, seeds=_seeds(args.seeds), reward=args.reward, train=train,
+                      prompts=[r["prompt"] for r in records] if records else None, records=records, judge=judge,
+                      train_prompts=read_prompts(args.train_prompts) if args.train_prompts else None,
                       hypernoise_adapter=args.hypernoise_adapter, finetune_adapter=args.finetune_adapter,
                       passes=passes,
                       curve_points=args.curve_points, reno_iters=args.iters,
@@ -61,7 +78,8 @@ def run(args) -> int:
                       finetune=not args.no_finetune,
                       progress=not args.no_progress)
     inputs = {"hypernoise_adapter": args.hypernoise_adapter, "finetune_adapter": args.finetune_adapter,
-              "pretrained": args.pretrained, "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
+              "pretrained": args.pretrained, "prompts": args.prompts, "train_prompts": args.train_prompts,
+              "detector": args.detector if args.benchmark else None, "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
     with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise bench",
                        distributed=True) as out:
         bench = run_bench(cfg, out, generator=generator)
@@ -69,3 +87,15 @@ def run(args) -> int:
         frontier = "" if args.no_frontier else f", {out}/frontier.png"
         print(f"wrote {out}/bench.json, {out}/bench.md, {out}/curve.png, {out}/tradeoff.png{frontier}")
         return 0
+
+
+def _held_out(args):
+    """(prompt rows, judge): with --benchmark geneval, GenEval's rows (or --prompts') and its judge;
+    else --prompts' rows (or None: the generator's test prompts) and the generator's own judge."""
+    from hypernoise.cli.evaluate import _check_geneval_args, _geneval_judge, _prompt_records
+
+    records = _prompt_records(args)
+    if args.benchmark != "geneval":
+        return records, None
+    _check_geneval_args(args, records)
+    return records, _geneval_judge(args, records)

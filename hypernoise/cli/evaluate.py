@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 
+#: what evaluate writes at the top of --out (io.output_folder's ``writes``): results, rows, settings,
+#: GenEval's records and its layout's <index> folders
+EVALUATE_WRITES = ("results.json", "per_prompt.jsonl", "per_image.jsonl", "evaluate.json", "results.jsonl",
+                   "[0-9][0-9][0-9][0-9][0-9]*")
+
 
 def _seeds(text) -> tuple:
     from hypernoise.errors import ConfigError
@@ -30,6 +35,7 @@ def _budgets(text: str) -> tuple:
 def add_arguments(p) -> None:
     from hypernoise.cli.common import (add_model_args, add_output_args, add_passes_arg, add_reward_weights_arg,
                                        positive_int, seed_list)
+    from hypernoise.cli.geneval import add_geneval_args
     from hypernoise.methods import METHODS
 
     add_model_args(p)
@@ -55,16 +61,22 @@ def add_arguments(p) -> None:
     add_passes_arg(p)
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per batch")
     p.add_argument("--geneval-layout", action="store_true", help="also write GenEval's folder layout of PNGs")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (evaluate draws none today; accepted as on every command that runs a model)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", nargs="?", const="latest", choices=["latest"], default=None,
+                   help="continue an interrupted evaluation in --out with the images not yet made (same settings)")
+    p.add_argument("--benchmark", choices=["geneval"], default=None,
+                   help="geneval: GenEval's 553 prompts (or --prompts in its format) x --seeds, written in its layout "
+                        "and scored by GenEval (--detector, --clip; docs/geneval.md): the paper's metric")
+    add_geneval_args(p)
     add_output_args(p)
+    p.set_defaults(geneval_dtype=None)
 
 
 def run(args) -> int:
     from hypernoise.cli.common import configure_threads, hypernet_passes, model_config, reward_weights
     from hypernoise.errors import ConfigError
     from hypernoise.evaluation import EvalConfig, evaluate
-    from hypernoise.io import output_folder, read_prompt_records
+    from hypernoise.io import output_folder
     from hypernoise.methods.reno import RenoConfig
     from hypernoise.rewards import parse_spec
 
@@ -72,23 +84,81 @@ def run(args) -> int:
     reno = RenoConfig(iters=args.iters, optimize_steps=args.optimize_steps)
     cfg = EvalConfig(method=args.method, seeds=_seeds(args.seeds), num_steps=args.num_steps, reward=args.reward,
                      score_with=args.score_with, adapter=args.adapter, n=args.n, reno=reno,
-                     passes=hypernet_passes(args), batch_size=args.batch_size, geneval_layout=args.geneval_layout,
+                     passes=hypernet_passes(args), batch_size=args.batch_size,
+                     geneval_layout=args.geneval_layout or args.benchmark == "geneval",
                      reward_weights=reward_weights(args), budgets=args.budgets)
     for spec in (args.reward, args.score_with):
         if spec:
             parse_spec(spec)
-    records = read_prompt_records(args.prompts) if args.prompts else None
+    records = _prompt_records(args)
+    if args.benchmark:  # a bad rule value, a missing detector, untagged prompts: one line, before any model loads
+        _check_geneval_args(args, records)
     generator = model_config(args).build()
     prompts = [r["prompt"] for r in records] if records else generator.default_prompts("test")
     if not prompts:
         raise ConfigError(f"generator {generator.name!r} has no built-in test prompts; pass --prompts FILE")
     generator.check_prompts(prompts)
+    judge = _geneval_judge(args, records) if args.benchmark == "geneval" else None
     inputs = {"prompts": args.prompts, "adapter": args.adapter, "pretrained": args.pretrained,
-              "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
-    with output_folder(args.out, overwrite=args.overwrite, inputs=inputs, command="hypernoise evaluate") as out:
-        results = evaluate(generator, prompts, cfg, out, records=records)
+              "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []],
+              "detector": args.detector if args.benchmark else None}
+    with output_folder(args.out, overwrite=args.overwrite, resume=bool(args.resume), inputs=inputs,
+                       command="hypernoise evaluate", writes=EVALUATE_WRITES) as out:
+        results = evaluate(generator, prompts, cfg, out, records=records, judge=judge, resume=bool(args.resume),
+                           progress=not args.no_progress)
         print(json.dumps({k: results[k] for k in ("method", "rewards", "cost") if k in results}, indent=1))
-        if "geneval" in results:
-            print("geneval: " + ", ".join(f"{k} {v:.3f}" for k, v in results["geneval"].items() if v is not None))
-        print(f"wrote {out}/results.json and {out}/per_prompt.jsonl")
+        _print_geneval(results, judge)
+        print(f"wrote {out}/results.json and {out}/per_prompt.jsonl"
+              + (f" and {out}/{judge.records_file} (GenEval's records)" if judge is not None else ""))
         return 0
+
+
+def _prompt_records(args):
+    """The prompt file's rows; with --benchmark geneval and no --prompts, GenEval's own 553."""
+    from hypernoise.io import read_prompt_records
+
+    if args.prompts:
+        return read_prompt_records(args.prompts)
+    if args.benchmark == "geneval":
+        from hypernoise.geneval.metadata import load_metadata
+
+        return load_metadata()
+    return None
+
+
+def _check_geneval_args(args, records) -> None:
+    """--benchmark geneval's inputs: the rules' values, a detector, and GenEval metadata per prompt."""
+    from hypernoise.cli.geneval import options_from_args
+    from hypernoise.errors import ConfigError
+    from hypernoise.geneval.metadata import row_problem
+
+    options_from_args(args)
+    if not args.detector:
+        raise ConfigError("--benchmark geneval needs GenEval's detector: pass --detector CKPT (the official "
+                          "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth, see docs/geneval.md)")
+    bad = [(r.get("prompt"), row_problem(r)) for r in records if row_problem(r)]
+    if bad:
+        raise ConfigError(f"--benchmark geneval scores prompts with GenEval's metadata, and the row of {bad[0][0]!r} "
+                          f"is not one ({bad[0][1]}; {len(bad)} such); pass a file in evaluation_metadata.jsonl's "
+                          f"format, or no --prompts")
+
+
+def _geneval_judge(args, records):
+    """GenEval as the evaluation's judge, with the rows as its metadata."""
+    from hypernoise.cli.geneval import load_scorer
+    from hypernoise.geneval.scoring import GenEvalJudge
+
+    scorer, settings = load_scorer(args, getattr(args, "batch_size", 4))
+    return GenEvalJudge(scorer, records, settings)
+
+
+def _print_geneval(results: dict, judge) -> None:
+    if "geneval" not in results:
+        return
+    if judge is not None:
+        from hypernoise.geneval.scoring import TASK_HEADERS
+
+        names = {"overall": "overall", **TASK_HEADERS}
+        print("geneval: " + ", ".join(f"{names.get(k, k)} {v:.3f}" for k, v in results["geneval"].items() if v is not None))
+        return
+    print("geneval: " + ", ".join(f"{k} {v:.3f}" for k, v in results["geneval"].items() if v is not None))

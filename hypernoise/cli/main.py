@@ -30,6 +30,8 @@ COMMANDS = {
     "world": ("world", "retrain the built-in shapes world's generator, evaluator or reward from scratch"),
     "toy2d": ("toy2d", "the analytic 2-D world: train and check against the exact tilted distribution"),
     "rewards": ("rewards", "list the rewards and where each loads its weights from"),
+    "geneval": ("geneval", "score a folder of images in GenEval's layout: the paper's metric, in plain PyTorch"),
+    "convert-geneval": ("convert_geneval", "convert the official GenEval detector checkpoint once into a safetensors folder"),
     "convert-reward": ("convert_reward", "convert an original reward checkpoint once into a fast safetensors folder"),
     "push-to-hub": ("push_to_hub", "upload a trained adapter folder, with its model card, to the Hugging Face Hub"),
 }

@@ -21,7 +21,10 @@ import math
 
 import pytest
 import torch
-from reward_reference import AESTHETIC_HEAD, BLIP_MED, BLIP_VIT_L, IR_HEAD, VIT_H_14, VIT_L_14_OPENAI
+from reward_reference import (AESTHETIC_HEAD, BLIP_MED, BLIP_VIT_L, CLIP_VOCAB, IR_HEAD, VIT_H_14, VIT_L_14_OPENAI,
+                              clip_char_vocab, make_open_clip_state_dict)
+from reward_reference import random_linear as _linear
+from reward_reference import random_norm as _norm
 
 torch.set_num_threads(1)
 
@@ -33,80 +36,14 @@ CONTEXT = 16
 LAYERS = 1
 
 
-def _linear(gen, out_f, in_f, gain=1.5):
-    return torch.randn(out_f, in_f, generator=gen) * gain / math.sqrt(in_f), torch.randn(out_f, generator=gen) * 0.1
-
-
-def _norm(gen, width):
-    return 1 + 0.1 * torch.randn(width, generator=gen), 0.1 * torch.randn(width, generator=gen)
-
-
-def byte_alphabet() -> list[str]:
-    """The 256 printable characters byte-level BPE uses for the 256 byte values."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return [chars[b] for b in range(256)]
-
-
 @pytest.fixture(scope="session")
 def clip_tokenizer_dir(tmp_path_factory):
     """A CLIP BPE tokenizer with no merges (one token per character); end-of-text is the highest id."""
     from transformers import CLIPTokenizer
 
-    alphabet = byte_alphabet()
-    vocab = {tok: i for i, tok in enumerate(alphabet + [c + "</w>" for c in alphabet])}
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
     folder = tmp_path_factory.mktemp("clip_tokenizer")
-    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
+    CLIPTokenizer(vocab=clip_char_vocab(), merges=[]).save_pretrained(folder)
     return folder
-
-
-CLIP_VOCAB = 2 * 256 + 2
-
-
-def _resblock(gen, prefix, width, mlp):
-    sd = {}
-    sd[f"{prefix}ln_1.weight"], sd[f"{prefix}ln_1.bias"] = _norm(gen, width)
-    sd[f"{prefix}attn.in_proj_weight"], sd[f"{prefix}attn.in_proj_bias"] = _linear(gen, 3 * width, width)
-    sd[f"{prefix}attn.out_proj.weight"], sd[f"{prefix}attn.out_proj.bias"] = _linear(gen, width, width)
-    sd[f"{prefix}ln_2.weight"], sd[f"{prefix}ln_2.bias"] = _norm(gen, width)
-    sd[f"{prefix}mlp.c_fc.weight"], sd[f"{prefix}mlp.c_fc.bias"] = _linear(gen, mlp, width)
-    sd[f"{prefix}mlp.c_proj.weight"], sd[f"{prefix}mlp.c_proj.bias"] = _linear(gen, width, mlp)
-    return sd
-
-
-def make_open_clip_state_dict(arch=VIT_H_14, seed: int = 0, vision_layers: int = LAYERS,
-                              text_layers: int = 2) -> dict[str, torch.Tensor]:
-    """An open_clip ViT CLIP in HPS_v2.1_compressed.pt's layout, at ``arch``'s widths (default
-    ViT-H-14: 1280 / 1024 wide, 224 px in 14 px patches, 77 positions, projection 1024)."""
-    gen = torch.Generator().manual_seed(seed)
-    vw, tw, patch, embed = arch["vision_width"], arch["text_width"], arch["patch"], arch["embed"]
-    grid = arch["image"] // patch
-    sd = {
-        "visual.class_embedding": torch.randn(vw, generator=gen),
-        "visual.positional_embedding": 0.5 * torch.randn(grid * grid + 1, vw, generator=gen),
-        "visual.proj": torch.randn(vw, embed, generator=gen) / math.sqrt(vw),
-        "visual.conv1.weight": torch.randn(vw, 3, patch, patch, generator=gen) / math.sqrt(3 * patch * patch),
-        "token_embedding.weight": torch.randn(CLIP_VOCAB, tw, generator=gen),
-        "positional_embedding": 0.5 * torch.randn(arch["context"], tw, generator=gen),
-        "text_projection": torch.randn(tw, embed, generator=gen) / math.sqrt(tw),
-        "logit_scale": torch.tensor(math.log(100.0)),
-    }
-    sd["visual.ln_pre.weight"], sd["visual.ln_pre.bias"] = _norm(gen, vw)
-    sd["visual.ln_post.weight"], sd["visual.ln_post.bias"] = _norm(gen, vw)
-    sd["ln_final.weight"], sd["ln_final.bias"] = _norm(gen, tw)
-    for i in range(vision_layers):
-        sd.update(_resblock(gen, f"visual.transformer.resblocks.{i}.", vw, arch["vision_mlp"]))
-    for i in range(text_layers):
-        sd.update(_resblock(gen, f"transformer.resblocks.{i}.", tw, arch["text_mlp"]))
-    return sd
 
 
 @pytest.fixture(scope="session")

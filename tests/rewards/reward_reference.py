@@ -6,9 +6,15 @@ model code. Attention is torch's ``F.multi_head_attention_forward``: the maths o
 ``nn.MultiheadAttention``, which open_clip's residual blocks run, with q, k, v as rows
 ``[q; k; v]`` of one fused projection (open_clip ``in_proj``, timm ``qkv``) or as three separate
 ones (transformers' CLIP, BERT).
+
+The end of the file builds random checkpoints in open_clip's ORIGINAL layout at a published
+architecture's widths (``make_open_clip_state_dict``) and the character-level CLIP vocabulary of
+the test tokenizers (``clip_char_vocab``); tests/rewards and tests/geneval share them.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -197,3 +203,79 @@ def blip_text(sd, ids, mask, image_embeds, med=BLIP_MED, causal=False):
         h = linear(F.gelu(linear(x, sd, f"{p}intermediate.dense")), sd, f"{p}output.dense")
         x = layer_norm(h + x, sd, f"{p}output.LayerNorm", med["eps"])
     return x[:, 0]
+
+
+# ------------------------------------------------------------------ random checkpoints, open_clip layout
+def random_linear(gen, out_f, in_f, gain=1.5):
+    """(weight [out, in] ~ N(0, gain^2 / in), bias [out] ~ N(0, 0.1^2))."""
+    return torch.randn(out_f, in_f, generator=gen) * gain / math.sqrt(in_f), torch.randn(out_f, generator=gen) * 0.1
+
+
+def random_norm(gen, width):
+    """LayerNorm (weight 1 + N(0, 0.1^2), bias N(0, 0.1^2))."""
+    return 1 + 0.1 * torch.randn(width, generator=gen), 0.1 * torch.randn(width, generator=gen)
+
+
+def byte_alphabet() -> list[str]:
+    """The 256 printable characters byte-level BPE uses for the 256 byte values."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def clip_char_vocab() -> dict[str, int]:
+    """A CLIP BPE vocabulary with no merges: every byte character, then every character ending a
+    word (``</w>``), then start- and end-of-text (the highest id, where open_clip pools)."""
+    alphabet = byte_alphabet()
+    vocab = {tok: i for i, tok in enumerate(alphabet + [c + "</w>" for c in alphabet])}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab
+
+
+CLIP_VOCAB = 2 * 256 + 2
+
+
+def open_clip_resblock(gen, prefix, width, mlp):
+    """One open_clip ResidualAttentionBlock's tensors under ``prefix``."""
+    sd = {}
+    sd[f"{prefix}ln_1.weight"], sd[f"{prefix}ln_1.bias"] = random_norm(gen, width)
+    sd[f"{prefix}attn.in_proj_weight"], sd[f"{prefix}attn.in_proj_bias"] = random_linear(gen, 3 * width, width)
+    sd[f"{prefix}attn.out_proj.weight"], sd[f"{prefix}attn.out_proj.bias"] = random_linear(gen, width, width)
+    sd[f"{prefix}ln_2.weight"], sd[f"{prefix}ln_2.bias"] = random_norm(gen, width)
+    sd[f"{prefix}mlp.c_fc.weight"], sd[f"{prefix}mlp.c_fc.bias"] = random_linear(gen, mlp, width)
+    sd[f"{prefix}mlp.c_proj.weight"], sd[f"{prefix}mlp.c_proj.bias"] = random_linear(gen, width, mlp)
+    return sd
+
+
+def make_open_clip_state_dict(arch=VIT_H_14, seed: int = 0, vision_layers: int = 1,
+                              text_layers: int = 2) -> dict[str, torch.Tensor]:
+    """An open_clip ViT CLIP in HPS_v2.1_compressed.pt's layout, at ``arch``'s widths (default
+    ViT-H-14: 1280 / 1024 wide, 224 px in 14 px patches, 77 positions, projection 1024)."""
+    gen = torch.Generator().manual_seed(seed)
+    vw, tw, patch, embed = arch["vision_width"], arch["text_width"], arch["patch"], arch["embed"]
+    grid = arch["image"] // patch
+    sd = {
+        "visual.class_embedding": torch.randn(vw, generator=gen),
+        "visual.positional_embedding": 0.5 * torch.randn(grid * grid + 1, vw, generator=gen),
+        "visual.proj": torch.randn(vw, embed, generator=gen) / math.sqrt(vw),
+        "visual.conv1.weight": torch.randn(vw, 3, patch, patch, generator=gen) / math.sqrt(3 * patch * patch),
+        "token_embedding.weight": torch.randn(CLIP_VOCAB, tw, generator=gen),
+        "positional_embedding": 0.5 * torch.randn(arch["context"], tw, generator=gen),
+        "text_projection": torch.randn(tw, embed, generator=gen) / math.sqrt(tw),
+        "logit_scale": torch.tensor(math.log(100.0)),
+    }
+    sd["visual.ln_pre.weight"], sd["visual.ln_pre.bias"] = random_norm(gen, vw)
+    sd["visual.ln_post.weight"], sd["visual.ln_post.bias"] = random_norm(gen, vw)
+    sd["ln_final.weight"], sd["ln_final.bias"] = random_norm(gen, tw)
+    for i in range(vision_layers):
+        sd.update(open_clip_resblock(gen, f"visual.transformer.resblocks.{i}.", vw, arch["vision_mlp"]))
+    for i in range(text_layers):
+        sd.update(open_clip_resblock(gen, f"transformer.resblocks.{i}.", tw, arch["text_mlp"]))
+    return sd

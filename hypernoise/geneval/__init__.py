@@ -30,6 +30,12 @@ _EXPORTS = {
     "COLORS": "hypernoise.geneval.rules",
     "ColourClassifier": "hypernoise.geneval.colour",
     "load_colour_classifier": "hypernoise.geneval.colour",
+    "convert_detector": "hypernoise.geneval.checkpoint",
+    "Scorer": "hypernoise.geneval.scoring",
+    "GenEvalJudge": "hypernoise.geneval.scoring",
+    "score_folder": "hypernoise.geneval.scoring",
+    "summarize": "hypernoise.geneval.scoring",
+    "read_image": "hypernoise.geneval.scoring",
     "CLASSNAMES": "hypernoise.geneval.metadata",
     "load_metadata": "hypernoise.geneval.metadata",
 }

@@ -6,9 +6,10 @@ The package mirrors the method: ``generators`` (the frozen g), ``hypernet`` (f_p
 ``objective`` (the noise-space KL objective), ``rewards`` (r), ``training`` (the trainer),
 ``methods`` (HyperNoise inference and the comparisons) and ``toy2d`` (the analytic 2-D world).
 
-On a diffusers pipeline the user holds: ``hypernoise.attach(pipe, adapter)``, ``hypernoise.detach(pipe)``
-and ``with hypernoise.attached(pipe, adapter): ...`` (``hypernoise.pipeline``, imported on first use,
-so that ``import hypernoise`` stays light).
+On a diffusers pipeline the user holds: ``hypernoise.attach(pipe, adapter)``, ``hypernoise.detach(pipe)``,
+``with hypernoise.attached(pipe, adapter): ...``, ``hypernoise.set_scale(pipe, 0.5)`` and the improved
+noise itself, ``hypernoise.modulate_noise(pipe, adapter, latents, prompt)`` (``hypernoise.pipeline``,
+imported on first use, so that ``import hypernoise`` stays light).
 """
 
 __version__ = "0.1.0"
@@ -17,7 +18,7 @@ from hypernoise.errors import HypernoiseError  # noqa: E402  (cheap, no torch im
 from hypernoise.registry import lazy_exports  # noqa: E402
 
 #: names of ``hypernoise.pipeline``, imported on first use (module ``__getattr__``)
-_PIPELINE_NAMES = ("attach", "detach", "attached")
+_PIPELINE_NAMES = ("attach", "detach", "attached", "set_scale", "modulate_noise")
 
 __all__ = ["__version__", "HypernoiseError", *_PIPELINE_NAMES]
 

@@ -4,7 +4,7 @@
       adapter_config.json         peft's LoRA config (LoRA hypernetworks)
       adapter_model.safetensors   the trained weights (peft key layout for LoRA)
       hypernoise.json             generator, latent shape, hypernetwork and training settings,
-                                  library version
+                                  the pipeline call arguments it conditions under, library version
 
 An adapter argument may also be a Hugging Face Hub id (``owner/name[@revision][/subfolder]``,
 ``hypernoise.hub``), fetched through the Hugging Face cache; an existing local path wins.
@@ -86,14 +86,39 @@ def save_adapter(folder, hypernet: NoiseHypernetwork, generator: Generator, sett
     return folder
 
 
+#: the safetensors metadata key under which diffusers' ``load_lora_adapter`` reads a LoRA's config
+DIFFUSERS_LORA_METADATA = "lora_adapter_metadata"
+
+
 def _write_adapter(tmp: Path, hypernet: NoiseHypernetwork, generator: Generator, settings: Optional[dict]) -> None:
     weights = {k: v.detach().float().contiguous().cpu() for k, v in hypernet.trainable_state_dict().items()}
-    save_tensors(weights, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+    save_tensors(weights, tmp / WEIGHTS_FILE, metadata={"format": "pt", **_diffusers_metadata(hypernet)})
     if getattr(hypernet, "peft_config", None) is not None:
         hypernet.peft_config.save_pretrained(str(tmp))
-    meta = {**generator.describe(), "hypernetwork": hypernet.config(), "settings": settings or {},
+    meta = {**generator.describe(), "output_kind": generator.output_kind, **_call_defaults(generator),
+            "hypernetwork": hypernet.config(), "settings": settings or {},
             "library": "hypernoise", "library_version": __version__}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+
+
+def _call_defaults(generator: Generator) -> dict:
+    """The pipeline ``__call__`` arguments the generator conditions under (``call_defaults`` of the
+    diffusers families), recorded so that ``hypernoise.attach`` calls the pipeline as it trained."""
+    defaults = getattr(generator, "call_defaults", None)
+    return {"call_defaults": dict(defaults)} if defaults is not None else {}
+
+
+def _diffusers_metadata(hypernet) -> dict:
+    """A fine-tuning LoRA's config where diffusers' ``load_lora_adapter`` reads it, so that it loads
+    with its alpha (from the weights alone diffusers infers the rank, not alpha: scaling 1); none
+    for a noise hypernetwork, which is not a LoRA of the images."""
+    config = getattr(hypernet, "peft_config", None)
+    if config is None or hypernet.config().get("type") != FINETUNE_KIND:
+        return {}
+    targets = config.target_modules
+    lora = {"r": int(config.r), "lora_alpha": float(config.lora_alpha), "lora_dropout": float(config.lora_dropout),
+            "target_modules": targets if isinstance(targets, str) else sorted(targets)}
+    return {DIFFUSERS_LORA_METADATA: json.dumps(lora, sort_keys=True)}
 
 
 def resolve_adapter_folder(folder, subfolder: Optional[str] = None) -> Path:
@@ -169,9 +194,26 @@ def read_metadata(folder) -> Optional[dict]:
     return meta
 
 
+def adapter_size(folder) -> tuple[Optional[int], Optional[int]]:
+    """(height, width) of the images an adapter was trained on, as ``hypernoise.json`` records them
+    ((None, None) where it does not: the paper's peft layout, a generator of one size)."""
+    meta = read_metadata(resolve_adapter_folder(folder)) or {}
+    size = tuple(meta.get(k) for k in ("height", "width"))
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    return size if ok else (None, None)
+
+
 def check_compatible(meta: dict, generator: Generator, folder) -> None:
-    """Raise ``AdapterError`` when an adapter was trained for another generator or noise shape."""
+    """Raise ``AdapterError`` when an adapter was trained for another generator or noise shape
+    (for the same generator at another image size: naming the size to pass)."""
     want_name, want_shape = meta.get("generator"), tuple(meta.get("latent_shape") or ())
+    size = (meta.get("height"), meta.get("width"))
+    if want_name == generator.name and want_shape != tuple(generator.latent_shape) and all(size):
+        raise AdapterError(
+            f"adapter {folder} was trained on {size[0]}x{size[1]} images (noise shape {list(want_shape)}), this "
+            f"{generator.name} generator makes {getattr(generator, 'height', '?')}x{getattr(generator, 'width', '?')} "
+            f"(noise shape {list(generator.latent_shape)}); pass `height` {size[0]} and `width` {size[1]}, or "
+            f"leave them out to take the adapter's size")
     if want_name != generator.name or want_shape != tuple(generator.latent_shape):
         raise AdapterError(
             f"adapter {folder} was trained for generator {want_name!r} with noise shape {list(want_shape)}, "

@@ -57,6 +57,10 @@ class WeightsNotFoundError(HypernoiseError, FileNotFoundError):
     """Model weights could not be found locally (and could not be downloaded)."""
 
 
+class MissingPackageError(HypernoiseError, ImportError):
+    """An optional package a feature needs is not installed; the message names the install line."""
+
+
 class TrainingDivergedError(HypernoiseError, RuntimeError):
     """Training stopped: too many non-finite steps in a row."""
 

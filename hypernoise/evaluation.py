@@ -31,6 +31,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
+from hypernoise.devices import parse_dtype
 from hypernoise.errors import ConfigError, InputFileError, Interrupted
 from hypernoise.generators.base import Generator, Judge
 from hypernoise.hypernet.base import NoiseHypernetwork, check_passes
@@ -61,6 +62,8 @@ class EvalConfig:
     adapter: Optional[str] = field(default=None, metadata={
         "help": "adapter folder for hypernoise / hypernoise-reno / finetune"})
     reward_weights: dict = field(default_factory=dict, metadata={"help": "per-reward builder options"})
+    reward_dtype: Optional[str] = field(default=None, metadata={
+        "help": "dtype of the reward models (default float32; ReNO's own runs: float16)"})
     n: int = field(default=50, metadata={"help": "N of best-of-N"})
     reno: RenoConfig = field(default_factory=RenoConfig)
     passes: Optional[int] = field(default=None, metadata={
@@ -291,9 +294,17 @@ def _settings(generator: Generator, cfg: EvalConfig, prompts: Sequence[str], rew
     """What defines an evaluation, as checked on resume."""
     return {**generator.describe(), "method": cfg.method, "seeds": list(cfg.seeds), "num_steps": cfg.num_steps,
             "reward": reward.spec(), "score_with": scorer.spec(), "adapter": cfg.adapter, "n": cfg.n,
-            "reno": asdict(cfg.reno), "passes": cfg.passes, "budgets": list(cfg.budgets),
+            "reno": _reno_settings(cfg.reno), "passes": cfg.passes, "budgets": list(cfg.budgets),
             "geneval_layout": cfg.geneval_layout, "judge": _describe(judge),
-            "prompts": list(prompts)}
+            **({"reward_dtype": cfg.reward_dtype} if cfg.reward_dtype else {}), "prompts": list(prompts)}
+
+
+def _reno_settings(reno: RenoConfig) -> dict:
+    """ReNO's settings as recorded (a float32 noise left out: evaluations recorded before it resume)."""
+    out = asdict(reno)
+    if out["noise_dtype"] == "float32":
+        del out["noise_dtype"]
+    return out
 
 
 def _describe(judge) -> Optional[object]:
@@ -385,7 +396,8 @@ def evaluate(generator: Generator, prompts: Sequence[str], cfg: EvalConfig, out_
     that result (no result returns silently partial).
     """
     reward_spec = cfg.reward or generator.default_reward
-    reward = build_reward(reward_spec, device=str(generator.device), per_reward=_used(cfg.reward_weights, reward_spec))
+    reward = build_reward(reward_spec, device=str(generator.device), dtype=parse_dtype(cfg.reward_dtype, "reward_dtype"),
+                          per_reward=_used(cfg.reward_weights, reward_spec))
     scorer = reward if not cfg.score_with else build_reward(
         cfg.score_with, device=str(generator.device), per_reward=_used(cfg.reward_weights, cfg.score_with))
     judge = judge if judge is not None else generator.judge() if hasattr(generator, "judge") else None
@@ -433,7 +445,8 @@ def _check_resumable(ledger: _Ledger, cfg: EvalConfig, scoring: _Scoring) -> Non
 def _progress_bar(total: int, done: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, initial=done, desc="evaluate", unit="img", disable=not enabled, dynamic_ncols=True) as bar:
+    with tqdm(total=total, initial=done, desc="evaluate", unit="img", disable=not enabled, dynamic_ncols=True,
+              delay=1) as bar:
         yield bar
 
 

@@ -8,8 +8,8 @@
 
 A path that exists always wins over a Hub id spelt the same. A Hub id is ``OWNER/NAME``, then
 optionally ``@REVISION`` (a branch, tag or commit) and ``/SUBFOLDER`` (the ``hf://`` spelling).
-``OWNER`` and ``NAME`` follow the Hub's rules (``check_repo_id``: letters, digits, ``-``, ``_``,
-``.``; no ``--`` or ``..``; at most 96 characters), and a subfolder stays inside the repository
+``OWNER/NAME`` follows the Hub's rules (huggingface_hub's ``validate_repo_id``: letters, digits,
+``-``, ``_``, ``.``; no ``--`` or ``..``; at most 96 characters), and a subfolder stays inside the repository
 (no ``..``): anything else is an ``AdapterError`` saying so, not a failed download.
 It is fetched with ``huggingface_hub.snapshot_download`` through the Hugging Face cache
 (``HF_HUB_CACHE``), adapter files only (json, safetensors, bin); with ``HF_HUB_OFFLINE`` set
@@ -32,22 +32,37 @@ from hypernoise.errors import AdapterError
 _HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^/@\s]+))?(?:/(?P<subfolder>[^@\s]+))?")
 #: the files of an adapter folder (this library's and peft's)
 ADAPTER_FILES = ("*.json", "*.safetensors", "*.bin")
-#: one part of a repo id, as the Hub takes it (huggingface_hub's validate_repo_id)
-_REPO_PART = re.compile(r"[A-Za-z0-9][\w.-]{0,95}")
+#: a folder of the Hugging Face cache: ``models--OWNER--NAME/snapshots/<commit>``
+_CACHE_SNAPSHOT = re.compile(r"models--(?P<owner>[^/]+?)--(?P<name>[^/]+)/snapshots/[0-9a-f]{40}")
 
 
 def repo_id_problem(repo_id) -> str | None:
-    """What makes ``repo_id`` (NAME or OWNER/NAME) not a Hub repo id, or None where it is one."""
+    """What makes ``repo_id`` (NAME or OWNER/NAME) not a Hub repo id, or None where it is one
+    (huggingface_hub's own ``validate_repo_id``: letters, digits, '-', '_' and '.', at most 96,
+    no '--' or '..', not starting or ending with '-' or '.')."""
     if not isinstance(repo_id, str) or not repo_id.strip():
         return "it is empty"
-    parts = repo_id.split("/")
-    if len(parts) > 2:
-        return "it has more than one '/' (NAME or OWNER/NAME)"
-    for part in parts:
-        if not _REPO_PART.fullmatch(part) or part.endswith((".", "-")) or "--" in part or ".." in part:
-            return (f"{part[:40]!r} is not a name the Hub takes: letters, digits, '-', '_' and '.', starting with a "
-                    f"letter or digit, at most 96, no '--' or '..', not ending in '-' or '.'")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        return (str(e).strip().splitlines() or ["not a repo id"])[0][:200]
     return None
+
+
+def hub_id_of_weights(pretrained) -> Optional[str]:
+    """The Hub id of the weights ``pretrained`` names: itself when it is a repo id and no local
+    path, the repository of a Hugging Face cache snapshot (``.../models--OWNER--NAME/snapshots/
+    <commit>``), else None (a local folder, which names no Hub model)."""
+    if not isinstance(pretrained, str) or not pretrained.strip():
+        return None
+    path = Path(pretrained).expanduser()
+    if not path.exists():
+        return pretrained if "/" in pretrained and repo_id_problem(pretrained) is None else None
+    match = _CACHE_SNAPSHOT.search(str(path.resolve()).replace(os.sep, "/"))
+    repo = f"{match['owner']}/{match['name']}" if match else None
+    return repo if repo and repo_id_problem(repo) is None else None
 
 
 @dataclass(frozen=True)
@@ -99,7 +114,10 @@ def resolve_adapter_source(source, subfolder: Optional[str] = None) -> Path:
 
 
 def hub_offline() -> bool:
-    """``HF_HUB_OFFLINE`` as huggingface_hub read it at import, or as it is set now."""
+    """Whether nothing may be downloaded or uploaded: huggingface_hub's own constant
+    ``HF_HUB_OFFLINE`` (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` as it read them at import,
+    what its downloads obey), or ``HF_HUB_OFFLINE`` as it is set now. The one rule of the library
+    (adapters, pipeline weights, pushes)."""
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE) or flag("HF_HUB_OFFLINE")

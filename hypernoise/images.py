@@ -5,6 +5,7 @@ imported when used).
     to_pil([3, H, W] in [0, 1]) -> PIL.Image
     save_png(image, path, prompt, seed, extra) -> path       (prompt, seed, extra in the PNG's text)
     compare_grid(base_images, hn_images, prompts) -> PIL.Image
+    labelled_grid([(label, images), ...], captions) -> PIL.Image   (one labelled row per method)
 """
 
 from __future__ import annotations
@@ -64,25 +65,37 @@ def compare_grid(base_images: Sequence[ImageLike], hn_images: Sequence[ImageLike
     Column i shows ``prompts[i]``, ``base_images[i]`` and ``hn_images[i]``; all images one size,
     enlarged by an integer factor (nearest neighbour) to at least ``min_size`` px.
     """
-    from PIL import Image, ImageDraw
-
     if not (len(base_images) == len(hn_images) == len(prompts)) or not prompts:
         raise ValueError(f"compare_grid needs one base image, one HyperNoise image and one prompt per column, "
                          f"got {len(base_images)}, {len(hn_images)}, {len(prompts)}")
-    rows = [[to_pil(im) for im in base_images], [to_pil(im) for im in hn_images]]
-    w, h = rows[0][0].size
+    return labelled_grid([("base", base_images), ("HyperNoise", hn_images)], prompts, pad, min_size)
+
+
+def labelled_grid(rows: Sequence[tuple[str, Sequence[ImageLike]]], captions: Sequence[str], pad: int = 4,
+                  min_size: int = 128):
+    """A PIL image: ``captions`` on top, then one row per (label, images), the label on its left
+    (``compare_grid`` is base over HyperNoise; the demo adds ReNO and best-of-N rows). All images
+    one size, enlarged by an integer factor (nearest neighbour) to at least ``min_size`` px."""
+    from PIL import Image, ImageDraw
+
+    if not rows or not captions or any(len(images) != len(captions) for _, images in rows):
+        raise ValueError(f"labelled_grid needs one image per caption in every row, got {len(captions)} captions and "
+                         f"rows of {[len(images) for _, images in rows]}")
+    cells = [[to_pil(im) for im in images] for _, images in rows]
+    w, h = cells[0][0].size
     zoom = -(-min_size // max(1, min(w, h)))  # small images (the 32 px world) are enlarged, pixel for pixel
     if zoom > 1:
-        rows = [[im.resize((w * zoom, h * zoom), Image.NEAREST) for im in row] for row in rows]
+        cells = [[im.resize((w * zoom, h * zoom), Image.NEAREST) for im in row] for row in cells]
         w, h = w * zoom, h * zoom
     label_w, caption_h = 80, 16
-    grid = Image.new("RGB", (label_w + len(prompts) * (w + pad) + pad, caption_h + 2 * (h + pad) + pad), "white")
+    grid = Image.new("RGB", (label_w + len(captions) * (w + pad) + pad, caption_h + len(rows) * (h + pad) + pad),
+                     "white")
     draw = ImageDraw.Draw(grid)
-    for i, prompt in enumerate(prompts):
+    for i, caption in enumerate(captions):
         x = label_w + pad + i * (w + pad)
-        draw.text((x, 2), _caption(prompt, w), fill="black")
-        for r, row in enumerate(rows):
+        draw.text((x, 2), _caption(caption, w), fill="black")
+        for r, row in enumerate(cells):
             grid.paste(row[i], (x, caption_h + pad + r * (h + pad)))
-    for r, label in enumerate(("base", "HyperNoise")):
+    for r, (label, _) in enumerate(rows):
         draw.text((4, caption_h + pad + r * (h + pad) + h // 2 - 5), label, fill="black")
     return grid

@@ -2,7 +2,8 @@
 fine-tuning share.
 
 ``BackboneLoRA`` injects peft LoRA layers into a backbone under one adapter name and keeps their
-weights trainable in fp32 whatever the backbone's dtype (diffusers' ``cast_training_params``).
+weights trainable in fp32 whatever the backbone's dtype (diffusers' ``cast_training_params``), or,
+with ``LoraSettings.weights_dtype``, in bf16 with no fp32 copy, as the authors' runs did.
 Its state dict uses peft's key layout (``<module>.lora_A.weight``, no adapter name), so a saved
 folder is a standard peft adapter; keys with peft's ``base_model.model.`` prefix load too, and a
 load that does not match every LoRA layer exactly is an ``AdapterError``.
@@ -49,6 +50,8 @@ from hypernoise.errors import AdapterError, ConfigError
 
 #: peft adapter name of the noise hypernetwork's LoRA
 ADAPTER_NAME = "hypernoise_adapter"
+#: dtypes the trainable LoRA weights may be kept in (``LoraSettings.weights_dtype``)
+WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
 _PEFT_PREFIX = "base_model.model."
 
 
@@ -66,6 +69,10 @@ class LoraSettings:
     adapter_name: str = field(default=ADAPTER_NAME, metadata={"help": "peft adapter name"})
     grouped_convs: bool = field(default=False, metadata={
         "help": "default targets include grouped convolutions (dense LoRA, the paper's released adapters' layout)"})
+    weights_dtype: str = field(default="float32", metadata={
+        "help": "dtype of the trainable LoRA weights: float32 (diffusers' cast_training_params: an update far below "
+                "a low-precision weight's spacing still counts) or bfloat16 / float16, with no fp32 copy (the "
+                "authors' runs: peft keeps the adapter in the bf16 backbone's dtype)"})
 
     def __post_init__(self):
         if int(self.rank) < 1:
@@ -74,6 +81,14 @@ class LoraSettings:
             raise ConfigError(f"LoRA `lora_alpha` must be a positive finite number, got {self.alpha}", field="lora_alpha")
         if self.init not in ("gaussian", "true", True):
             raise ConfigError(f"LoRA init must be 'gaussian' or 'true', got {self.init!r}", field="init")
+        if self.weights_dtype not in WEIGHT_DTYPES:
+            raise ConfigError(f"LoRA `weights_dtype` must be one of {', '.join(WEIGHT_DTYPES)}, got "
+                              f"{self.weights_dtype!r}", field="weights_dtype")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """``weights_dtype`` as a torch dtype."""
+        return getattr(torch, self.weights_dtype)
 
     @property
     def lora_alpha(self) -> float:
@@ -86,7 +101,8 @@ class LoraSettings:
         out = {"rank": int(self.rank), "alpha": self.lora_alpha,
                "target_modules": targets if targets is None or isinstance(targets, str) else list(targets),
                "init": self.init, "adapter_name": self.adapter_name}
-        return {**out, "grouped_convs": True} if self.grouped_convs else out
+        out = {**out, "grouped_convs": True} if self.grouped_convs else out
+        return out if self.weights_dtype == "float32" else {**out, "weights_dtype": self.weights_dtype}
 
     def targets(self, backbone: nn.Module):
         """The modules to adapt: ``target_modules``, else ``default_target_modules``."""
@@ -108,6 +124,28 @@ def tuner_layers(backbone: nn.Module) -> list[nn.Module]:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     return [m for m in backbone.modules() if isinstance(m, BaseTunerLayer)]
+
+
+@contextlib.contextmanager
+def others_taken_out(backbone: nn.Module) -> Iterator[list]:
+    """Inside the context every peft LoRA layer now in ``backbone`` (a user's) is replaced by its
+    base layer, so that a LoRA injected meanwhile wraps the plain layers; each is put back at exit
+    (where it sat, whatever was placed there meanwhile). Yields the layers taken out."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    slots = []
+    for name, module in list(backbone.named_modules()):
+        if isinstance(module, BaseTunerLayer) and not any(name.startswith(f"{n}.") for n, _ in slots):
+            slots.append((name, module))
+    parents = [(backbone.get_submodule(n.rpartition(".")[0]) if "." in n else backbone, n.rpartition(".")[2], m)
+               for n, m in slots]
+    for parent, child, module in parents:
+        parent._modules[child] = module.get_base_layer()
+    try:
+        yield [m for _, _, m in parents]
+    finally:
+        for parent, child, module in parents:
+            parent._modules[child] = module
 
 
 # --------------------------------------------------------------------------- in-place low-rank add
@@ -450,7 +488,8 @@ def merged_copy(layer: nn.Module, delta_only: bool = False) -> Optional[nn.Modul
 class BackboneLoRA:
     """peft LoRA layers of one adapter name injected into ``backbone``.
 
-    ``params``: peft-layout key (``proj_out.lora_A.weight``) -> trainable fp32 parameter.
+    ``params``: peft-layout key (``proj_out.lora_A.weight``) -> trainable parameter, fp32 unless
+    ``settings.weights_dtype`` says otherwise.
     ``layers``: every LoRA layer of the backbone (of any adapter), for switching.
     ``sites``: where each of them sits (``LoraSite``), for bypassing and merging.
     """
@@ -472,8 +511,8 @@ class BackboneLoRA:
         tag = f".{self.adapter_name}"
         self.params = {name.replace(tag, ""): p for name, p in backbone.named_parameters()
                        if "lora_" in name and tag in name}
-        for p in self.params.values():  # trainable weights stay fp32 (diffusers' cast_training_params)
-            p.data = p.data.float()
+        for p in self.params.values():  # fp32 unless asked (diffusers' cast_training_params)
+            p.data = p.data.to(settings.torch_dtype)
             p.requires_grad_(True)
         self.layers = tuner_layers(backbone)
         self.sites = register_sites(backbone)
@@ -494,6 +533,37 @@ class BackboneLoRA:
         """
         with placed(self.sites, [site.base for site in self.sites]):
             yield
+
+    def park(self) -> None:
+        """Take every LoRA layer out of its site, outside any context: the base layer sits there
+        and the backbone is g until ``applied()`` or ``remove()``. A LoRA the user then loads
+        (diffusers' ``load_lora_weights``) wraps those base layers and stays g's."""
+        for site in self.sites:
+            if site.occupant is site.layer:
+                site.place(site.base)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Inside the context every site holds this LoRA and every other LoRA layer of the backbone
+        (a user's) is off: the backbone is the one this LoRA was trained on, plus this LoRA. What
+        occupied the sites (base layers, or a user's LoRA layers around them) is back at exit.
+        The LoRA weights first follow their base layers' devices (``pipe.to(...)`` moves only the
+        modules in the tree; the weights stay fp32)."""
+        self.follow_devices()
+        mine = {id(site.layer) for site in self.sites}
+        others = [m for m in tuner_layers(self.backbone) if id(m) not in mine]
+        with placed(self.sites, [site.layer for site in self.sites]), _adapters_switched(others, [False] * len(others)):
+            yield
+
+    def follow_devices(self) -> None:
+        """Move each LoRA layer's weights to the device of its base layer's weight (not its dtype)."""
+        for site in self.sites:
+            weight = getattr(site.base, "weight", None)
+            lora = [m for d in (site.layer.lora_A, site.layer.lora_B) for m in d.values()]
+            if weight is None or weight.device.type == "meta" or not lora or lora[0].weight.device == weight.device:
+                continue
+            for module in lora:
+                module.to(weight.device)
 
     def merged_copies(self, delta_only: tuple = ()) -> tuple[list[LoraSite], list[nn.Module]]:
         """The sites that merge and a ``merged_copy`` of each (the peft layers in ``delta_only``:
@@ -530,19 +600,22 @@ class BackboneLoRA:
                 p.copy_(v)
 
     def remove(self) -> None:
-        """Take every LoRA layer out of the backbone: it is its original modules again."""
+        """Take this LoRA's layers out of the backbone: it is its original modules again, plus any
+        LoRA layers of other adapters (a user's) wrapped around them, which stay."""
         from peft.tuners.tuners_utils import BaseTunerLayer
 
-        for site in self.sites:  # whatever occupies a site now (a bypassing base layer, a merged copy)
-            site.place(site.base)
+        for site in self.sites:  # what occupies a site now: this LoRA, a bypassing base layer, a merged copy, a user's
+            if site.occupant is site.layer or not isinstance(site.occupant, BaseTunerLayer):
+                site.place(site.base)
             _unregister(site)
         for name, module in list(self.backbone.named_modules()):
-            if isinstance(module, BaseTunerLayer):
+            if isinstance(module, BaseTunerLayer) and set(getattr(module, "lora_A", {})) == {self.adapter_name}:
                 parent, _, child = name.rpartition(".")
                 setattr(self.backbone.get_submodule(parent) if parent else self.backbone, child, module.get_base_layer())
         configs = getattr(self.backbone, "peft_config", None)
         if isinstance(configs, dict):
-            configs.pop(self.adapter_name, None)
+            if configs.get(self.adapter_name) is self.peft_config:
+                del configs[self.adapter_name]
             if not configs:
                 del self.backbone.peft_config
         self.layers, self.params, self.sites = [], {}, []

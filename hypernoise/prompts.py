@@ -16,18 +16,27 @@ part (``a.txt,,b.txt``) or a weight with nothing before it (``*2``) is an error.
     hf:NAME[:SPLIT][:COLUMN]  a Hugging Face dataset through ``datasets`` (split ``train``, column
                            ``prompt``, ``caption`` or ``text``); honours HF_HUB_OFFLINE
 Prompts are stripped; duplicates are dropped, the first occurrence kept (before weights repeat a
-source). The order is the sources' own: the trainer shuffles with a seeded permutation that is
-the same on every process and after ``--resume`` (``training/data.PromptSampler``).
+source), unless ``keep_duplicates`` (the authors keep theirs). The order is the sources' own: the
+trainer shuffles with a seeded permutation that is the same on every process and after
+``--resume`` (``training/data.PromptSampler``).
+
+The authors' training mix (``paper_mix``, ``hypernoise prompt-mix``): ExplainableML/HyperNoise
+training/prompt_dataset.py:44-51 (@1d5d3db8; the same lines at e9211f55) reads T2I-CompBench's
+seven ``*_train.txt`` in the order of its lines 96-100 (blank lines skipped, line 106), then
+``assets/ABC-6K.txt`` (every line, stripped, line 50), then the values of
+``assets/pickapic_prompts.json`` (line 47), each set once, and concatenates them with every
+duplicate kept (line 51).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from hypernoise.errors import InputFileError
-from hypernoise.io import read_prompts, short
+from hypernoise.io import read_prompts, read_text, short
 
 HF_PREFIX = "hf:"
 #: 60 ordinary prompts written for this project: what real generators train on when given none
@@ -38,16 +47,60 @@ MAX_WEIGHT = 1000
 _WEIGHT = re.compile(r"[0-9]+")
 
 
-def load_prompts(spec: str) -> list[str]:
-    """Every prompt of ``spec`` (see the module docstring), deduplicated, weights applied."""
+def load_prompts(spec: str, keep_duplicates: bool = False) -> list[str]:
+    """Every prompt of ``spec`` (see the module docstring), weights applied; deduplicated (the first
+    occurrence kept) unless ``keep_duplicates``."""
     sources = _sources(spec)
     seen: set[str] = set()
     out: list[str] = []
     for source, weight in sources:
-        fresh = [p for p in dict.fromkeys(read_source(source)) if p not in seen]
+        prompts = read_source(source)
+        fresh = prompts if keep_duplicates else [p for p in dict.fromkeys(prompts) if p not in seen]
         seen.update(fresh)
         out += fresh * weight
     return out
+
+
+#: T2I-CompBench training files of the authors' mix, in their order (prompt_dataset.py:96-100)
+COMPBENCH_TRAIN = ("color_train.txt", "complex_train.txt", "texture_train.txt", "shape_train.txt",
+                   "spatial_train.txt", "non_spatial_train.txt", "numeracy_train.txt")
+
+
+@dataclass
+class PromptMix:
+    """A mix of prompt sets: the prompts in order and what each source gave."""
+
+    prompts: list
+    #: source name -> prompts it gave
+    counts: dict
+    #: prompts that repeat an earlier one (kept, or dropped with ``keep_duplicates`` False)
+    duplicates: int
+    #: blank lines of ABC-6K (the authors keep each as an empty prompt; dropped here)
+    blank_lines: int
+
+
+def paper_mix(compbench: Path, abc6k: Path, pickapic: Path, keep_duplicates: bool = True) -> PromptMix:
+    """The authors' training prompts (module docstring) from the user's copies: ``compbench`` the
+    folder of T2I-CompBench's ``*_train.txt`` (``examples/dataset``), ``abc6k`` ``ABC-6K.txt``,
+    ``pickapic`` ``pickapic_prompts.json``. Duplicates are kept, as the authors keep them, unless
+    ``keep_duplicates`` is False. A missing file is an ``InputFileError`` naming it."""
+    folder = Path(compbench).expanduser()
+    missing = [f for f in COMPBENCH_TRAIN if not (folder / f).is_file()]
+    if missing:
+        raise InputFileError(f"T2I-CompBench folder {folder} lacks {', '.join(missing)}; pass its examples/dataset "
+                             f"folder, which holds the {len(COMPBENCH_TRAIN)} *_train.txt files of the authors' mix")
+    parts = {"T2I-CompBench": [p for f in COMPBENCH_TRAIN for p in read_source(str(folder / f))],
+             "ABC-6K": read_source(str(abc6k)), "Pick-a-Pic": read_source(str(pickapic))}
+    everything = [p for part in parts.values() for p in part]
+    unique = list(dict.fromkeys(everything))
+    return PromptMix(everything if keep_duplicates else unique, {k: len(v) for k, v in parts.items()},
+                     len(everything) - len(unique), _blank_lines(Path(abc6k)))
+
+
+def _blank_lines(path: Path) -> int:
+    """Blank lines of a text file: the authors' ``[line.strip() for line in f.readlines()]`` makes
+    each an empty prompt (prompt_dataset.py:50)."""
+    return sum(1 for line in read_text(path.expanduser()).splitlines() if not line.strip())
 
 
 def source_paths(spec: str) -> list[str]:

@@ -5,7 +5,7 @@
 
 What is uploaded (``huggingface_hub``'s ``create_repo`` then ``upload_folder``, imported when
 pushing) is a staged copy of the folder (hard links) with its card (``card.model_card``) naming
-``repo_id`` in its snippets, and the run's sample grid; the local folder is changed only after the
+``repo_id`` in its snippets, and every sample image the card shows; the local folder is changed only after the
 upload succeeded (its card then names the repo too). A README.md the user wrote is uploaded
 untouched. Adapters the library did not train (a bare peft folder) are uploaded without a
 generated card. Whatever fails on the way (the Hub refuses, the network is down, an error of the
@@ -22,20 +22,15 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from hypernoise.adapter import META_FILE, PEFT_CONFIG_FILE, WEIGHTS_FILE, check_local_folder
-from hypernoise.card import CARD_FILE, SAMPLES_FILE, is_generated, model_card, write_model_card
-from hypernoise.env import flag
+from hypernoise.card import CARD_FILE, is_generated, model_card, sample_files, write_model_card
 from hypernoise.errors import AdapterError, ConfigError, HypernoiseError
-from hypernoise.hub import repo_id_problem
+from hypernoise.hub import hub_offline, repo_id_problem
 
 
 class HubError(HypernoiseError):
     """The Hub refused or could not be reached; nothing local was changed."""
 
     exit_code = 1
-
-
-def _offline() -> bool:
-    return flag("HF_HUB_OFFLINE")
 
 
 def check_repo_id(repo_id) -> str:
@@ -52,7 +47,7 @@ def check_can_push(token: Optional[str] = None, repo_id: Optional[str] = None) -
     ``HF_HUB_OFFLINE`` set, or no token (``token``, ``HF_TOKEN`` or a saved login)."""
     if repo_id is not None:
         check_repo_id(repo_id)
-    if _offline():
+    if hub_offline():
         raise HubError("cannot push to the Hub with HF_HUB_OFFLINE set; unset it, or drop `push_to_hub` and push later "
                        "with `hypernoise push-to-hub RUN/adapter NAME`")
     from huggingface_hub import get_token
@@ -108,9 +103,9 @@ def _staged(folder: Path, repo_id: str) -> Iterator[Path]:
         card = folder / CARD_FILE
         if (folder / META_FILE).is_file() and not (card.is_file() and not is_generated(card)):
             _replace_file(staged / CARD_FILE, model_card(folder, repo_id).encode())
-            grid = folder.parent / "samples" / "compare.png"
-            if grid.is_file():
-                _replace_file(staged / SAMPLES_FILE, grid.read_bytes())
+            for name, data in sample_files(folder).items():  # every image the card shows is uploaded
+                (staged / name).parent.mkdir(exist_ok=True)
+                _replace_file(staged / name, data)
         yield staged
 
 

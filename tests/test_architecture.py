@@ -18,14 +18,14 @@ ROOT = Path(__file__).resolve().parents[1] / "hypernoise"
 LAYERS = {
     "hypernoise": 0, "hypernoise.errors": 0, "hypernoise.registry": 0, "hypernoise.faults": 0, "hypernoise.io": 0,
     "hypernoise.devices": 0, "hypernoise.allocator": 0, "hypernoise.metrics": 0, "hypernoise.images": 0,
-    "hypernoise.hub": 0,
+    "hypernoise.hub": 0, "hypernoise.tracking": 0,
     "hypernoise.generators": 1, "hypernoise.rewards": 1, "hypernoise.geneval": 1, "hypernoise.objective": 1, "hypernoise.lipschitz": 1,
     "hypernoise.training.config": 1, "hypernoise.training.data": 1, "hypernoise.training.checkpoint": 1,
     "hypernoise.lora": 2, "hypernoise.hypernet": 2,
     "hypernoise.training": 3, "hypernoise.adapter": 3, "hypernoise.card": 3,
     "hypernoise.methods": 4,
     "hypernoise.evaluation": 5, "hypernoise.presets": 5, "hypernoise.pipeline": 5, "hypernoise.publish": 5,
-    "hypernoise.bench": 6,
+    "hypernoise.bench": 6, "hypernoise.demo": 6,
     "hypernoise.world": 7, "hypernoise.toy2d": 7,
     "hypernoise.cli": 8, "hypernoise.__main__": 8,
 }

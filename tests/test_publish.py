@@ -4,6 +4,7 @@ the Hub's YAML header, its settings, what it measured and how to use it; `--push
 network), and refuse an offline or token-less push before any training."""
 
 import json
+import re
 
 import pytest
 
@@ -12,17 +13,16 @@ from hypernoise.cli.main import main
 
 
 def _yaml_header(text: str) -> dict:
-    """The card's YAML header as {key: value or [items]} (the flat form the card writes)."""
+    """The card's header as the Hub reads it: huggingface_hub's own ``ModelCard`` parser."""
+    from huggingface_hub import ModelCard
+
     assert text.startswith("---\n")
-    header, out, key = text.split("---\n")[1], {}, None
-    for line in header.splitlines():
-        if line.startswith("- "):
-            out[key].append(line[2:])
-        else:
-            key, _, value = line.partition(": ")
-            key = key.rstrip(":")
-            out[key] = value if value else []
-    return out
+    return ModelCard(text).data.to_dict()
+
+
+def _files(folder, but=None) -> dict:
+    """Every file under ``folder`` (but ``but``) -> its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != but}
 
 
 class FakeApi:
@@ -48,7 +48,7 @@ class FakeApi:
 
     def upload_folder(self, **kwargs):
         folder = __import__("pathlib").Path(kwargs["folder_path"])
-        files = sorted(p.name for p in folder.iterdir())
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         card = (folder / "README.md").read_text() if (folder / "README.md").is_file() else None
         FakeApi.calls.append(("upload_folder", {**kwargs, "files": files, "card": card}))
 
@@ -82,7 +82,7 @@ def test_every_training_run_writes_a_card_with_what_it_measured(shapes_run):
     scores = json.loads((shapes_run / "before_after.json").read_text())
     overall = scores["hypernoise"]["geneval"]["overall"]
     assert f"| overall | {scores['base']['geneval']['overall']:.3f} | {overall:.3f} |" in card
-    assert "![base (top) and HyperNoise (bottom)" in card and (shapes_run / "adapter" / "samples.png").is_file()
+    assert "![base (top) and with this adapter (bottom)" in card and (shapes_run / "adapter" / "samples.png").is_file()
     assert f"--adapter {(shapes_run / 'adapter').resolve()}" in card and card.rstrip().splitlines()[-1].startswith(GENERATED)
 
 
@@ -107,6 +107,9 @@ def test_push_to_hub_uploads_the_folder_with_a_card_naming_the_repo(shapes_run, 
     assert create == {"repo_id": "me/shapes-hn", "private": True, "exist_ok": True, "repo_type": "model"}
     assert upload["repo_id"] == "me/shapes-hn" and upload["repo_type"] == "model"
     assert {"README.md", "adapter_model.safetensors", "hypernoise.json", "samples.png"} <= set(upload["files"])
+    header = _yaml_header(upload["card"])  # every image the card shows is in the uploaded folder
+    shown = [w["output"]["url"] for w in header["widget"]] + re.findall(r"!\[[^\]]*\]\(([^)]+)\)", upload["card"])
+    assert header["widget"] and all(name in upload["files"] for name in shown), (shown, upload["files"])
     assert "--adapter me/shapes-hn" in upload["card"]  # a staged copy is uploaded, with the card naming the repo
     assert "--adapter me/shapes-hn" in (adapter / "README.md").read_text()  # and, uploaded, the local card too
     assert "pushed" in capsys.readouterr().out
@@ -119,13 +122,13 @@ def test_a_failed_upload_is_one_line_and_changes_nothing_local(shapes_run, tmp_p
 
     adapter = tmp_path / "adapter"
     shutil.copytree(shapes_run / "adapter", adapter)
-    before = {p.name: p.read_bytes() for p in adapter.iterdir() if p.name != "README.md"}
+    before = _files(adapter, but="README.md")
     hub.fail = HfHubHTTPError.__new__(HfHubHTTPError)  # built without a live HTTP response
     Exception.__init__(hub.fail, "403 Forbidden: you cannot write to this namespace")
     assert main(["push-to-hub", str(adapter), "someone-else/x"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "403 Forbidden" in err and "push again with" in err, err
-    assert {p.name: p.read_bytes() for p in adapter.iterdir() if p.name != "README.md"} == before
+    assert _files(adapter, but="README.md") == before
 
 
 @pytest.mark.parametrize("setup, message", [
@@ -172,28 +175,54 @@ def test_bad_push_arguments_are_one_line(shapes_run, tmp_path, hub, capsys, argv
     assert not [c for name, c in hub.calls if name == "upload_folder"]
 
 
-def test_cards_of_real_families_name_the_base_model_and_its_licence(shapes_run, tmp_path):
-    """A run on local copies of SANA-Sprint / SD-Turbo / FLUX weights names the family's Hub model;
-    a Hub id recorded as the weights is named as it is."""
+def _card_for(adapter, meta, **changes) -> str:
+    (adapter / "hypernoise.json").write_text(json.dumps({**meta, **changes}))
+    return model_card(adapter)
+
+
+def test_base_model_is_the_weights_the_run_trained_from(shapes_run, tmp_path):
+    """A Hub id is named as it is (with its licence where the card knows the model); a Hugging Face
+    cache folder names its repository; a local folder names none, and the card says so."""
     import shutil
 
     adapter = tmp_path / "adapter"
     shutil.copytree(shapes_run / "adapter", adapter)
     meta = json.loads((adapter / "hypernoise.json").read_text())
-    expected = {"sana-sprint": ("Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers", "other", "SanaSprintPipeline"),
-                "sd-turbo": ("stabilityai/sd-turbo", "other", "AutoPipelineForText2Image"),
-                "flux-schnell": ("black-forest-labs/FLUX.1-schnell", "apache-2.0", "FluxPipeline")}
-    for generator, (base, licence, pipeline) in expected.items():
-        (adapter / "hypernoise.json").write_text(json.dumps({**meta, "generator": generator,
-                                                             "pretrained": str(tmp_path / "local-copy")}))
-        header = _yaml_header(card := model_card(adapter))
-        yaml = pytest.importorskip("yaml")
-        assert yaml.safe_load(card.split("---\n")[1]) == header  # the Hub's YAML reads what the card means
-        assert header["base_model"] == base and header["license"] == licence and generator in header["tags"]
+    local = tmp_path / "local-copy"
+    local.mkdir()
+    cached = tmp_path / "hub" / "models--Efficient-Large-Model--Sana_Sprint_1.6B_1024px_diffusers" / "snapshots" / ("0" * 40)
+    cached.mkdir(parents=True)
+    cases = [("sana-sprint", "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers", "other", "SanaSprintPipeline"),
+             ("sana-sprint", str(cached), "other", "SanaSprintPipeline"),
+             ("sd-turbo", "stabilityai/sd-turbo", "other", "AutoPipelineForText2Image"),
+             ("flux-schnell", "black-forest-labs/FLUX.1-schnell", "apache-2.0", "FluxPipeline"),
+             ("flux-schnell", "someone/my-flux-finetune", None, "FluxPipeline")]
+    for generator, pretrained, licence, pipeline in cases:
+        card = _card_for(adapter, meta, generator=generator, pretrained=pretrained)
+        header = _yaml_header(card)
+        base = "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers" if pretrained == str(cached) else pretrained
+        assert header["base_model"] == base and header.get("license") == licence, header
+        assert header["pipeline_tag"] == "text-to-image" and generator in header["tags"]
         assert f"from diffusers import {pipeline}" in card and f'from_pretrained("{base}"' in card
-    (adapter / "hypernoise.json").write_text(json.dumps({**meta, "generator": "sana-sprint",
-                                                         "pretrained": "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"}))
-    assert _yaml_header(model_card(adapter))["base_model"] == "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"
+    header = _yaml_header(card := _card_for(adapter, meta, generator="sd-turbo", pretrained=str(local)))
+    assert "base_model" not in header and "license" not in header  # tiny or private weights are no Hub model
+    assert "a local folder that names no Hub model" in card and f'from_pretrained("{local}"' in card
+
+
+def test_every_card_header_is_the_hubs_with_each_methods_usage(shapes_run, tmp_path):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(shapes_run / "adapter", adapter)
+    meta = json.loads((adapter / "hypernoise.json").read_text())
+    for method, kind, library in (("hypernoise", "lora", "hypernoise"), ("finetune", "finetune-lora", "diffusers")):
+        card = _card_for(adapter, meta, generator="sd-turbo", pretrained="stabilityai/sd-turbo",
+                         hypernetwork={**meta["hypernetwork"], "type": kind}, settings={**meta["settings"], "method": method})
+        header = _yaml_header(card)
+        assert header["library_name"] == library and header["pipeline_tag"] == "text-to-image"
+        assert ("hypernoise.attach(pipe" in card) == (method == "hypernoise")
+        assert ('pipe.unet.load_lora_adapter("' in card) == (method == "finetune")
+        assert "best/" not in card  # the card never links a folder that is not uploaded
 
 
 def test_the_card_renders_valid_yaml_and_links_an_image_in_its_folder(shapes_run):
@@ -219,7 +248,7 @@ def test_an_unreachable_hub_is_one_line_and_the_local_folder_is_untouched(shapes
 
     adapter = tmp_path / "adapter"
     shutil.copytree(shapes_run / "adapter", adapter)
-    before = {p.name: p.read_bytes() for p in adapter.iterdir()}
+    before = _files(adapter)
     env = {**os.environ, "HF_TOKEN": "hf_test", "HF_ENDPOINT": "http://127.0.0.1:9", "OMP_NUM_THREADS": "1"}
     env.pop("HF_HUB_OFFLINE", None)
     proc = subprocess.run([sys.executable, "-m", "hypernoise.cli.main", "push-to-hub", str(adapter), "me/x"], env=env,
@@ -227,4 +256,4 @@ def test_an_unreachable_hub_is_one_line_and_the_local_folder_is_untouched(shapes
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "pushing" in lines[0] and "failed" in lines[0] and "push again with" in lines[0], lines[0]
-    assert {p.name: p.read_bytes() for p in adapter.iterdir()} == before
+    assert _files(adapter) == before

@@ -117,6 +117,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="CPU threads, 1 to this machine's cores (default: the idle cores; 1 for toy2d)")
 
 
+def adapter_size_defaults(args) -> None:
+    """With ``--adapter`` and neither ``--height`` nor ``--width``: the adapter's training size (as
+    ``hypernoise.attach`` reads it), so that an adapter trained at 512 px runs at 512 px."""
+    if getattr(args, "adapter", None) and args.height is None and args.width is None:
+        from hypernoise.adapter import adapter_size
+
+        args.height, args.width = adapter_size(args.adapter)
+
+
 def model_config(args) -> ModelConfig:
     return ModelConfig(generator=args.generator, pretrained=args.pretrained, device=args.device, dtype=args.dtype,
                        height=args.height, width=args.width, prompt_cache_mb=getattr(args, "prompt_cache_mb", None))
@@ -234,9 +243,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="keep at most N checkpoints, N >= 1 (default: all)")
     g.add_argument("--resume", default=None, help="latest, or a checkpoint folder, to continue a run")
     g.add_argument("--lipschitz-every", type=non_negative_int, default=0, help="log the spectral norm of J_f every N steps")
+    g.add_argument("--reference-processes", type=positive_int, default=None, metavar="N",
+                   help="train as N processes would (the authors' runs: 6, or 7 for FLUX): their warm-up and the "
+                        "prompts and noise of their optimizer steps, on processes that divide N, each accumulating "
+                        "N / processes times more micro-batches (default: as launched)")
     g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None, help="autocast precision (default no)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="recompute backbone activations in backward")
-    g.add_argument("--report-to", choices=["tensorboard", "wandb"], default=None, help="experiment tracker")
+    g.add_argument("--report-to", default=None, metavar="TRACKER",
+                   help="experiment tracker, as accelerate names them: tensorboard, wandb, comet_ml, mlflow, aim, "
+                        "clearml, dvclive, swanlab, trackio, or all (every one installed); its package is checked "
+                        "before training")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     v = p.add_argument_group("validation (held-out prompts, never the test prompts)")
     v.add_argument("--validation-prompts", default=None, metavar="SOURCES",
@@ -261,6 +277,7 @@ def train_settings(args) -> dict:
         init_trials=args.init_trials, trial_steps=args.trial_steps,
         checkpoint_every=args.checkpoint_every, checkpoints_total_limit=args.checkpoints_total_limit,
         lipschitz_every=args.lipschitz_every, mixed_precision=args.mixed_precision,
+        reference_processes=getattr(args, "reference_processes", None),
         gradient_checkpointing=args.gradient_checkpointing or None, report_to=args.report_to,
         progress=False if args.no_progress else None, validation_every=args.validation_every,
         validation_seeds=args.validation_seeds)

@@ -50,7 +50,11 @@ def add_arguments(p) -> None:
     p.add_argument("--reward", default=None, help="reward spec of reno / best-of-n (default: the generator's)")
     add_reward_weights_arg(p)
     p.add_argument("--score-with", default=None, help="reward spec to report (default: --reward)")
-    p.add_argument("--iters", type=positive_int, default=50, help="ReNO iterations")
+    p.add_argument("--preset", choices=["reno"], default=None,
+                   help="with --method reno or hypernoise-reno: ExplainableML/ReNO's own settings for the family "
+                        "(sd-turbo, flux-schnell: fp16, 1 step, their weights and rewards; docs/comparisons.md); "
+                        "flags given override it")
+    p.add_argument("--iters", type=positive_int, default=None, help="ReNO iterations (default 50)")
     p.add_argument("--optimize-steps", type=positive_int, default=None, metavar="K",
                    help="generator steps ReNO optimises the noise through before rendering the best at --num-steps "
                         "(default: 1 for flux-schnell, else --num-steps)")
@@ -73,27 +77,33 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from hypernoise.cli.common import configure_threads, hypernet_passes, model_config, reward_weights
+    from hypernoise.cli.common import (adapter_size_defaults, configure_threads, hypernet_passes, model_config,
+                                       reward_weights)
     from hypernoise.errors import ConfigError
     from hypernoise.evaluation import EvalConfig, evaluate
     from hypernoise.io import output_folder
-    from hypernoise.methods.reno import RenoConfig
+    from hypernoise.presets import reno_settings
     from hypernoise.rewards import parse_spec
 
     configure_threads(args)
-    reno = RenoConfig(iters=args.iters, optimize_steps=args.optimize_steps)
-    cfg = EvalConfig(method=args.method, seeds=_seeds(args.seeds), num_steps=args.num_steps, reward=args.reward,
-                     score_with=args.score_with, adapter=args.adapter, n=args.n, reno=reno,
+    if args.preset and args.method not in ("reno", "hypernoise-reno"):
+        raise ConfigError(f"--preset {args.preset} sets ReNO's settings: it applies to --method reno or "
+                          f"hypernoise-reno, not {args.method}")
+    run = reno_settings(model_config(args), args.preset, reward=args.reward, iters=args.iters,
+                        optimize_steps=args.optimize_steps)
+    cfg = EvalConfig(method=args.method, seeds=_seeds(args.seeds), num_steps=args.num_steps or run.reno.num_steps,
+                     reward=run.reward, score_with=args.score_with, adapter=args.adapter, n=args.n, reno=run.reno,
                      passes=hypernet_passes(args), batch_size=args.batch_size,
                      geneval_layout=args.geneval_layout or args.benchmark == "geneval",
-                     reward_weights=reward_weights(args), budgets=args.budgets)
+                     reward_weights=reward_weights(args), reward_dtype=run.reward_dtype, budgets=args.budgets)
     for spec in (args.reward, args.score_with):
         if spec:
             parse_spec(spec)
     records = _prompt_records(args)
     if args.benchmark:  # a bad rule value, a missing detector, untagged prompts: one line, before any model loads
         _check_geneval_args(args, records)
-    generator = model_config(args).build()
+    adapter_size_defaults(args)  # an adapter trained at another size: its size, not a refusal
+    generator = reno_settings(model_config(args), args.preset).model.build()  # the preset's weights and size
     prompts = [r["prompt"] for r in records] if records else generator.default_prompts("test")
     if not prompts:
         raise ConfigError(f"generator {generator.name!r} has no built-in test prompts; pass --prompts FILE")

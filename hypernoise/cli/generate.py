@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 
+#: seconds before the progress bar appears: a run that fails (or finishes) at once draws none, and its
+#: error stays the one line on stderr
+PROGRESS_DELAY_S = 1.0
+
 
 def add_arguments(p) -> None:
     from hypernoise.cli.common import add_model_args, add_output_args, add_passes_arg, positive_int, seed_arg
@@ -23,8 +27,7 @@ def add_arguments(p) -> None:
                    help="with a LoRA adapter: keep a merged copy of its layers while generating, so that the "
                         "hypernetwork pass costs one plain backbone forward (memory: about one more backbone)")
     p.add_argument("--compare", action="store_true", help="also write base images from the same noise and a side-by-side grid")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (generate draws none today; accepted as on every command that runs a model)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_output_args(p)
 
 
@@ -42,8 +45,10 @@ def _positive(name: str, value) -> None:
 def run(args) -> int:
     import sys
 
+    from tqdm.auto import tqdm
+
     from hypernoise.adapter import load_adapter
-    from hypernoise.cli.common import configure_threads, hypernet_passes, model_config
+    from hypernoise.cli.common import adapter_size_defaults, configure_threads, hypernet_passes, model_config
     from hypernoise.errors import ConfigError
     from hypernoise.io import find_prompts, output_folder
     from hypernoise.methods.generate import OUTPUTS, compare_grid, generate_images, save_png
@@ -61,6 +66,7 @@ def run(args) -> int:
         raise ConfigError("--merged needs --adapter DIR (it merges the adapter's LoRA for generation)")
     if args.compare and not args.adapter:
         raise ConfigError("--compare needs --adapter DIR (it compares base and HyperNoise images)")
+    adapter_size_defaults(args)  # an adapter trained at another size: its size, not a refusal
     generator = model_config(args).build()
     hypernet = load_adapter(generator, args.adapter) if args.adapter else None
     generator.check_prompts(prompts)
@@ -74,20 +80,28 @@ def run(args) -> int:
         pairs = [(p, s) for p in prompts for s in seeds]
         sub, method = ("hypernoise", "hypernoise") if hypernet is not None else ("", "base")
 
+        bar = tqdm(total=len(pairs) * (2 if args.compare else 1), desc="generate", unit="img",
+                   disable=args.no_progress, dynamic_ncols=True, delay=PROGRESS_DELAY_S)
+
         def save(i, image):  # as each batch is done: an interrupted run keeps what it finished
             save_png(image, out / sub / names[i], pairs[i][0], pairs[i][1], {**meta, "method": method})
             written.append(i)
+            bar.update(1)
 
         written: list = []
         try:
             images = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size,
                                      passes=passes, on_image=save, merged=args.merged)
         except KeyboardInterrupt:
+            bar.close()
             print(f"interrupted: {len(written)} of {len(pairs)} images written to {out}; run the command again "
                   f"with --overwrite for all of them", file=sys.stderr)
             return 130
         if args.compare:
-            base = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size, base=True)
+            base = generate_images(generator, prompts, seeds, args.num_steps, hypernet, args.batch_size, base=True,
+                                   on_image=lambda i, image: bar.update(1))
+        bar.close()
+        if args.compare:
             for image, name, (prompt, seed) in zip(base, names, pairs):
                 save_png(image, out / "base" / name, prompt, seed, {**meta, "method": "base"})
             compare_grid(base, images, [p for p, _ in pairs]).save(out / "compare.png")

@@ -34,6 +34,8 @@ COMMANDS = {
     "convert-geneval": ("convert_geneval", "convert the official GenEval detector checkpoint once into a safetensors folder"),
     "convert-reward": ("convert_reward", "convert an original reward checkpoint once into a fast safetensors folder"),
     "push-to-hub": ("push_to_hub", "upload a trained adapter folder, with its model card, to the Hugging Face Hub"),
+    "prompt-mix": ("prompt_mix", "assemble the authors' training prompts (T2I-CompBench, ABC-6K, Pick-a-Pic) from your copies"),
+    "demo": ("demo", "a web page with base and HyperNoise side by side (and an API): hypernoise[demo]"),
 }
 
 

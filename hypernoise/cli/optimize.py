@@ -24,22 +24,25 @@ def add_arguments(p) -> None:
 
     d = RenoConfig()
     add_model_args(p)
+    p.add_argument("--preset", choices=["reno"], default=None,
+                   help="reno: ExplainableML/ReNO's own settings for the family (sd-turbo, flux-schnell: fp16, 1 step, "
+                        "their weights and rewards; docs/comparisons.md); flags given override it")
     p.add_argument("--reward", default=None, help="reward spec to maximise (default: the generator's)")
     add_reward_weights_arg(p)
     p.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the initial noise")
-    p.add_argument("--iters", type=positive_int, default=d.iters, help=f"iterations (default {d.iters})")
-    p.add_argument("--lr", type=positive_float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
-    p.add_argument("--max-grad-norm", type=positive_float, default=d.max_grad_norm,
+    p.add_argument("--iters", type=positive_int, default=None, help=f"iterations (default {d.iters})")
+    p.add_argument("--lr", type=positive_float, default=None, help=f"SGD learning rate (default {d.lr})")
+    p.add_argument("--max-grad-norm", type=positive_float, default=None,
                    help=f"per-sample gradient clipping, > 0 (default {d.max_grad_norm})")
-    p.add_argument("--norm-reg", type=non_negative_float, default=d.norm_reg,
+    p.add_argument("--norm-reg", type=non_negative_float, default=None,
                    help=f"weight of the chi-norm regulariser, >= 0 (default {d.norm_reg})")
     p.add_argument("--num-steps", type=positive_int, default=None,
                    help="generator steps of the returned image (default: the generator's)")
     p.add_argument("--optimize-steps", type=positive_int, default=None, metavar="K",
                    help="generator steps the noise is optimised through; the best noise is then rendered at "
-                        "--num-steps (default: 1 for flux-schnell, the authors' FLUX setting, else --num-steps)")
+                        "--num-steps (default: 1 for flux-schnell, as ReNO's --enable_multi_apply mode, else --num-steps)")
     p.add_argument("--adapter", default=None,
                    help="a trained HyperNoise adapter folder (or Hub id): start ReNO from x0 + f_phi(x0, c) instead of "
                         "x0 (HyperNoise-initialised ReNO, semi-amortised)")
@@ -59,12 +62,14 @@ def _steps(res) -> dict:
     return out
 
 
-def _settings(args, generator, reward, cfg, prompts) -> dict:
+def _settings(args, generator, reward, cfg, prompts, run) -> dict:
     """What defines an optimize run, as checked on resume."""
     return {**generator.describe(), "reward": reward.spec(), "reward_weights": sorted(args.reward_weights or []),
             "seed": args.seed, "iters": cfg.iters, "lr": cfg.lr, "max_grad_norm": cfg.max_grad_norm,
             "norm_reg": cfg.norm_reg, "num_steps": cfg.num_steps, "optimize_steps": cfg.optimize_steps,
             "save_iterates": cfg.keep_iterates, "prompts": list(prompts),
+            **({"preset": args.preset, "noise_dtype": cfg.noise_dtype, "reward_dtype": run.reward_dtype}
+               if args.preset else {}),
             **({"adapter": args.adapter, "hypernet_passes": args.hypernet_passes} if args.adapter else {})}
 
 
@@ -107,14 +112,17 @@ def _short(value, limit: int = 60) -> str:
 
 def run(args) -> int:
     from hypernoise.cli.common import configure_threads, hypernet_passes, model_config, reward_weights
+    from hypernoise.devices import parse_dtype
     from hypernoise.errors import ConfigError, Interrupted
     from hypernoise.io import find_prompts, output_folder, write_json
-    from hypernoise.methods.reno import RenoConfig
+    from hypernoise.presets import reno_settings
     from hypernoise.rewards import build_reward, parse_spec
 
     configure_threads(args)
-    cfg = RenoConfig(iters=args.iters, lr=args.lr, max_grad_norm=args.max_grad_norm, norm_reg=args.norm_reg,
-                     num_steps=args.num_steps, optimize_steps=args.optimize_steps, keep_iterates=args.save_iterates)
+    run = reno_settings(model_config(args), args.preset, reward=args.reward, iters=args.iters, lr=args.lr,
+                        max_grad_norm=args.max_grad_norm, norm_reg=args.norm_reg, num_steps=args.num_steps,
+                        optimize_steps=args.optimize_steps, keep_iterates=args.save_iterates or None)
+    cfg = run.reno
     if args.reward:
         parse_spec(args.reward)
     prompts = find_prompts(args.prompt, args.prompts)
@@ -122,12 +130,12 @@ def run(args) -> int:
         raise ConfigError("no prompt given; pass --prompt TEXT (repeatable) or --prompts FILE")
     if hypernet_passes(args) is not None and not args.adapter:
         raise ConfigError("--hypernet-passes applies with --adapter (HyperNoise-initialised ReNO)")
-    generator = model_config(args).build()
+    generator = run.model.build()
     generator.check_prompts(prompts)
     hypernet = _load_hypernet(generator, args.adapter) if args.adapter else None
-    reward = build_reward(args.reward or generator.default_reward, device=str(generator.device),
-                          per_reward=reward_weights(args))
-    settings = _settings(args, generator, reward, cfg, prompts)
+    reward = build_reward(run.reward or generator.default_reward, device=str(generator.device),
+                          dtype=parse_dtype(run.reward_dtype, field="reward_dtype"), per_reward=reward_weights(args))
+    settings = _settings(args, generator, reward, cfg, prompts, run)
     inputs = {"prompts": args.prompts, "pretrained": args.pretrained, "adapter": args.adapter,
               "reward_weights": [w.partition("=")[2] for w in args.reward_weights or []]}
     with output_folder(args.out, overwrite=args.overwrite, resume=bool(args.resume), inputs=inputs,

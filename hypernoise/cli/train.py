@@ -20,12 +20,17 @@ def add_arguments(p) -> None:
     p.add_argument("--method", choices=list(TRAINING), default="hypernoise",
                    help="hypernoise (a noise hypernetwork) or finetune (direct LoRA reward fine-tuning of g, no KL)")
     p.add_argument("--preset", default=None, metavar="NAME",
-                   help="training preset of the generator: default (its own settings) or paper (sana-sprint, "
-                        "flux-schnell: the authors' runs, docs/training.md); flags given override it")
+                   help="training preset of the generator: default (this library's choice) or paper (sana-sprint, "
+                        "flux-schnell, sd-turbo: the authors' runs, docs/training.md); flags given override it")
     p.add_argument("--prompts", default=None, metavar="SOURCES",
                    help="prompts: a text, JSONL or JSON file, a folder of *_train.txt, or hf:NAME[:SPLIT][:COLUMN]; "
                         "several joined by commas, each weighted with *N (default: the generator's training prompts, "
-                        "else 60 bundled everyday prompts)")
+                        "else 60 bundled everyday prompts); the authors' mix: hypernoise prompt-mix")
+    p.add_argument("--prompt-duplicates", choices=["drop", "keep"], default="drop",
+                   help="a prompt listed twice: drop the repeats (default) or keep them, as the authors' mix does")
+    p.add_argument("--lora-dtype", choices=["float32", "bfloat16"], default=None,
+                   help="dtype of the trainable LoRA weights: float32 (default; small updates count) or bfloat16 "
+                        "with no fp32 copy, as the authors' runs (docs/training.md)")
     p.add_argument("--objective", choices=["l2", "reference", "exact"], default=None, help="noise-space objective (default l2, the paper's)")
     p.add_argument("--alpha", type=temperature, default=None, help="temperature alpha of the l2/exact objective (default 1)")
     p.add_argument("--alpha-start", type=temperature, default=None,
@@ -60,7 +65,7 @@ def _configs(args, generator, model, validation_prompts=None):
                           preset=args.preset,
                           objective=args.objective, alpha=args.alpha, reg_weight=args.reg_weight,
                           alpha_start=args.alpha_start, alpha_ramp=args.alpha_ramp, rank=args.rank,
-                          lora_alpha=args.lora_alpha, passes=hypernet_passes(args),
+                          lora_alpha=args.lora_alpha, lora_dtype=args.lora_dtype, passes=hypernet_passes(args),
                           validation_prompts=tuple(validation_prompts) if validation_prompts else None,
                           **train_settings(args))
 
@@ -74,6 +79,7 @@ def run(args) -> int:
     from hypernoise.prompts import load_prompts, source_paths
     from hypernoise.methods import train
     from hypernoise.rewards import parse_spec
+    from hypernoise.tracking import check_report_to
 
     configure_threads(args)
     if (args.hub_model_id or args.hub_private) and not args.push_to_hub:
@@ -86,6 +92,7 @@ def run(args) -> int:
 
         repo_id = args.hub_model_id or (Path(args.out).resolve().name if args.out else None)
         check_can_push(repo_id=repo_id)  # a repo id the Hub refuses, offline, no token: said now, not after the run
+    check_report_to(args.report_to)  # a tracker that is not installed would log nothing: said now
     if args.method == "finetune" and args.hypernet_passes is not None:
         raise ConfigError("--hypernet-passes applies to --method hypernoise; drop it for finetune")
     if args.eval_seeds < 1:
@@ -95,12 +102,13 @@ def run(args) -> int:
     if not args.validation_prompts and (args.validation_every is not None or args.validation_seeds is not None):
         given = "`validation_every`" if args.validation_every is not None else "`validation_seeds`"
         raise ConfigError(f"{given} needs `validation_prompts` (a file of held-out prompts)", field="validation_prompts")
-    prompts = load_prompts(args.prompts) if args.prompts else None
+    prompts = load_prompts(args.prompts, keep_duplicates=args.prompt_duplicates == "keep") if args.prompts else None
     validation = load_prompts(args.validation_prompts) if args.validation_prompts else None
     model = preset_model(model_config(args), args.preset)  # a preset may name the weights and the resolution
     generator = model.build()
     cfg = _configs(args, generator, model, validation)
     print(f"preset: {generator.name}/{args.preset or 'default'}", flush=True)
+    _note_processes(generator.name, args.preset, cfg.train)
     prompts = prompts or generator.default_prompts("train") or _bundled(generator)
     generator.check_prompts(prompts)
     if validation:
@@ -124,8 +132,7 @@ def run(args) -> int:
         m = result.last_metrics
         print(f"trained {result.step} steps ({result.skipped_steps} skipped) in {result.seconds:.1f} s; "
               f"reward {m.get('reward', float('nan')):.4g}, kl {m.get('kl', float('nan')):.4g}")
-        if args.method == "hypernoise":
-            _report(task, args, out)
+        _report(task, args, out, validation or prompts)
         print(f"adapter: {out}/adapter   metrics: {out}/metrics.jsonl")
         _publish(args, out)
         return 0
@@ -145,6 +152,18 @@ def _publish(args, out) -> None:
 
         url = push_to_hub(out / "adapter", repo_id, private=args.hub_private)
         print(f"pushed {out}/adapter to {url}")
+
+
+def _note_processes(name: str, preset, train) -> None:
+    """One line (main process) when a paper preset runs on another process count than the authors'."""
+    import os
+
+    from hypernoise.devices import check_launch_env
+    from hypernoise.presets import paper_processes_note
+
+    note = paper_processes_note(name, preset, train, check_launch_env(), option="--reference-processes")
+    if note and os.environ.get("RANK", "0") == "0":
+        print(note, flush=True)
 
 
 def _bundled(generator) -> list:
@@ -202,18 +221,23 @@ def _report_trials(out) -> None:
               f"kept trial {record['kept']} (init seed {record['trials'][record['kept']]['init_seed']})")
 
 
-def _report(task, args, out) -> None:
-    """Sample grid, and world GenEval on the test prompts before and after, where there is a judge."""
+def _report(task, args, out, prompts) -> None:
+    """Sample grid of every image generator (the world's test prompts, else the run's held-out or
+    training prompts: every model card shows one), and world GenEval on the test prompts before and
+    after, where there is a judge."""
     import json
 
     from hypernoise.evaluation import before_after
     from hypernoise.methods.generate import write_samples
 
-    gen, hyper = task.generator, task.hypernet
+    gen, hyper = task.generator, task.adapter
     test_prompts = gen.default_prompts("test") or gen.default_prompts("train") or []
-    grid = write_samples(gen, hyper, test_prompts, out, seed=args.seed) if test_prompts and test_prompts != [""] else None
+    shown = test_prompts or list(dict.fromkeys(prompts))[:4]
+    grid = write_samples(gen, hyper, shown, out, seed=args.seed) if shown and shown != [""] else None
     if grid is not None:
-        print(f"samples: {grid} (top: base, bottom: HyperNoise, same noise)")
+        print(f"samples: {grid} (top: base, bottom: trained, same noise)")
+    if args.method != "hypernoise":
+        return
     scores = before_after(gen, hyper, test_prompts, seeds=range(args.eval_seeds)) if test_prompts else None
     if scores is None:
         return

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from hypernoise.devices import resolve_device, resolve_dtype  # noqa: F401  (the families' device and dtype)
-from hypernoise.errors import ConfigError, WeightsNotFoundError
+from hypernoise.errors import ConfigError, MissingPackageError, WeightsNotFoundError
 from hypernoise.generators.base import Conditioning, Generator
+from hypernoise.hub import hub_offline
 from hypernoise.generators.cache import bound_tokenizer_cache
 from hypernoise.generators.registry import GENERATORS, PIPELINES
 
@@ -37,17 +38,28 @@ FAMILY_BY_PIPELINE = {
     "FluxPipeline": "flux-schnell",
 }
 
+#: what installs the diffusers families' packages
+INSTALL = 'pip install "hypernoise[diffusers]"'
+
+
+def import_diffusers():
+    """The ``diffusers`` module, with ``transformers`` present (the families' text encoders); a
+    ``MissingPackageError`` naming the install line where either is missing."""
+    try:
+        import diffusers
+        import transformers  # noqa: F401
+    except ImportError as e:
+        missing = getattr(e, "name", None) or "diffusers"
+        raise MissingPackageError(f"the diffusers generators (sd-turbo, sana-sprint, flux-schnell) need diffusers and "
+                                  f"transformers, and {missing} is not installed; {INSTALL}") from None
+    return diffusers
+
+
 # --------------------------------------------------------------------------- locating weights
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
 def _not_found(pretrained: str, why: str) -> WeightsNotFoundError:
     from huggingface_hub import constants
 
-    where = f"the Hugging Face cache {constants.HF_HUB_CACHE}" + (" (HF_HUB_OFFLINE is set)" if _hub_offline() else "")
+    where = f"the Hugging Face cache {constants.HF_HUB_CACHE}" + (" (HF_HUB_OFFLINE is set)" if hub_offline() else "")
     return WeightsNotFoundError(
         f"no diffusers pipeline found for {pretrained!r} ({why}); looked for a local folder with {MODEL_INDEX} "
         f"and in {where}; pass `pretrained` with a folder saved by save_pretrained, or download the model first")
@@ -107,8 +119,7 @@ def _check_family(index: dict, pipeline_class: str, pretrained: str) -> None:
 
 def load_pipeline(pipeline_class: str, pretrained: str, dtype: torch.dtype, device: torch.device, **kwargs):
     """``diffusers.<pipeline_class>.from_pretrained`` on ``device`` in ``dtype``; missing weights raise one line."""
-    import diffusers
-
+    diffusers = import_diffusers()
     _check_family(read_model_index(pretrained), pipeline_class, pretrained)  # also fails early if nothing is there
     local = Path(pretrained).expanduser()
     source = str(local) if local.is_dir() else str(pretrained)
@@ -142,6 +153,9 @@ class DiffusersGenerator(Generator):
     backbone_attr: str = "transformer"
     #: the paper's reward ensemble (HPSv2.1, ImageReward, CLIP, PickScore)
     default_reward = "reno"
+    #: arguments of the pipeline's ``__call__`` under which it conditions as this generator
+    #: encodes (recorded in adapters; ``hypernoise.attach`` applies them to calls that omit them)
+    call_defaults: dict = {}
 
     def text_limits(self) -> list[tuple[str, int]]:
         """(pipeline tokenizer attribute, tokens it keeps) for each text encoder of the family."""

@@ -11,9 +11,11 @@ The noise hypernetwork pass is the transformer on the raw noise at flow time 1.0
 4.5 x ``guidance_embeds_scale``, exactly as the reference code runs it (METHOD.md).
 
 A user's pipeline call (``hypernoise.attach``) gives f_phi the prompt embeddings that call
-encodes (``SanaSprintPipeline.__call__`` adds its complex human instruction unless it is passed
-as None, which is how this generator and the reference code encode) and the noise that
-``prepare_latents`` draws at the call's size (after resolution binning), before ``sigma_data``.
+encodes and the noise that ``prepare_latents`` draws at the call's size (after resolution
+binning), before ``sigma_data``. ``SanaSprintPipeline.__call__`` adds its complex human
+instruction unless it is passed as None, which is how this generator and the reference code
+encode: ``call_defaults`` (recorded in every adapter) makes an attached call that does not name
+``complex_human_instruction`` encode that way too.
 """
 
 from __future__ import annotations
@@ -47,12 +49,18 @@ class SanaSprintGenerator(DiffusersGenerator):
     backbone_attr = "transformer"
     final_projection = "proj_out"
     default_steps = 1
+    #: prompts encoded without the pipeline's "complex human instruction", as the paper's code does
+    call_defaults = {"complex_human_instruction": None}
 
     def __init__(self, pipe, pretrained: str, height: Optional[int] = None, width: Optional[int] = None,
-                 max_sequence_length: int = 300, guidance_scale: float = GUIDANCE_SCALE):
+                 max_sequence_length: int = 300, guidance_scale: float = GUIDANCE_SCALE,
+                 text_dtype_sampling: bool = False):
         super().__init__(pipe, pretrained, height, width)
         self.max_sequence_length = int(max_sequence_length)
         self.guidance_scale = float(guidance_scale)
+        #: cast the sampler's timestep and model input to the text dtype, as the authors' RewardSana
+        #: (models/RewardSana.py:465, 475 @bbe3ab4); diffusers' pipeline keeps both in float32
+        self.text_dtype_sampling = bool(text_dtype_sampling)
 
     def size_multiple(self) -> int:
         return 32  # SanaSprintPipeline.check_inputs
@@ -61,8 +69,8 @@ class SanaSprintGenerator(DiffusersGenerator):
         return [("tokenizer", self.max_sequence_length)]
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        return self._encode(prompts, device=self.device, complex_human_instruction=None,
-                            max_sequence_length=self.max_sequence_length)
+        return self._encode(prompts, device=self.device, max_sequence_length=self.max_sequence_length,
+                            **self.call_defaults)
 
     def _encode(self, prompt, **options) -> Conditioning:
         embeds, mask = self.pipeline.encode_prompt(prompt, **options)
@@ -88,11 +96,13 @@ class SanaSprintGenerator(DiffusersGenerator):
         latents = noise.float() * sigma_data
         guidance = self._guidance(noise.shape[0], self.guidance_scale, cond["prompt_embeds"].dtype, noise.device)
         denoised = latents
+        cast = cond["prompt_embeds"].dtype if self.text_dtype_sampling else None
         for t in scheduler.timesteps[:-1]:
-            timestep = t.expand(noise.shape[0])
+            timestep = t.expand(noise.shape[0]).to(cast or t.dtype)
             s = torch.sin(timestep) / (torch.cos(timestep) + torch.sin(timestep))  # flow time of TrigFlow t
             s4 = s.view(-1, 1, 1, 1)
             x_in = latents / sigma_data * _scm_input_scale(s4)
+            x_in = x_in.to(cast or x_in.dtype)
             out = self._transformer(x_in, cond, s, guidance)
             out = ((1 - 2 * s4) * x_in + (1 - 2 * s4 + 2 * s4**2) * out) / _scm_input_scale(s4)
             latents, denoised = scheduler.step(out.float() * sigma_data, timestep, latents, generator=rng,
@@ -143,11 +153,13 @@ class SanaSprintGenerator(DiffusersGenerator):
 @GENERATORS.register("sana-sprint", help="SANA-Sprint (transformer, SCM, 1-4 steps, 1024 px) through diffusers")
 def build_sana_sprint(pretrained: Optional[str] = None, device=None, dtype=None, height: Optional[int] = None,
                       width: Optional[int] = None, max_sequence_length: int = 300,
-                      guidance_scale: float = GUIDANCE_SCALE, **_) -> SanaSprintGenerator:
+                      guidance_scale: float = GUIDANCE_SCALE, text_dtype_sampling: bool = False,
+                      **_) -> SanaSprintGenerator:
     device = resolve_device(device)
     pretrained = pretrained or SanaSprintGenerator.default_pretrained
     pipe = load_pipeline(SanaSprintGenerator.pipeline_class, pretrained, resolve_dtype(dtype, device), device)
-    return SanaSprintGenerator(pipe, pretrained, height, width, max_sequence_length, guidance_scale)
+    return SanaSprintGenerator(pipe, pretrained, height, width, max_sequence_length, guidance_scale,
+                               text_dtype_sampling)
 
 
 PIPELINES.register(SanaSprintGenerator.pipeline_class, help="SANA-Sprint")(SanaSprintGenerator.from_pipeline)

@@ -172,7 +172,7 @@ def _batches(samples: list, size: int, progress: bool, initial: int = 0) -> Iter
     from tqdm.auto import tqdm
 
     with tqdm(total=initial + len(samples), initial=initial, desc="geneval", unit="img", disable=not progress,
-              dynamic_ncols=True) as bar:
+              dynamic_ncols=True, delay=1) as bar:
         for start in range(0, len(samples), size):
             batch = samples[start : start + size]
             yield batch

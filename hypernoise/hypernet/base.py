@@ -12,7 +12,8 @@ objective charges, and each pass costs one more network evaluation.
 
 ``adapters_disabled()`` is the context in which the frozen generator g runs: for the LoRA
 variant it switches the backbone's adapters off (g and f_phi share one copy of the weights),
-for the MLP variant it does nothing. ``merged()`` is an opt-in inference mode in which a pass of
+for the MLP variant it does nothing. The inverse arrangement, for a pipeline the user calls
+(``hypernoise.attach``): ``park()`` leaves g in the backbone, ``applied()`` is f_phi. ``merged()`` is an opt-in inference mode in which a pass of
 f_phi costs one plain forward of its network (the LoRA variant keeps merged weights meanwhile).
 """
 
@@ -82,6 +83,16 @@ class NoiseHypernetwork(nn.Module):
     @contextlib.contextmanager
     def adapters_disabled(self) -> Iterator[None]:
         """Run the frozen generator inside this context."""
+        yield
+
+    def park(self) -> None:
+        """Leave the frozen g in the backbone outside any context, until ``applied()`` (for a
+        user's pipeline, ``hypernoise.attach``); nothing to do for variants without a backbone."""
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """f_phi exactly as trained inside the context, whatever the backbone holds outside it
+        (after ``park``, and a user's LoRA loaded onto g, which f_phi does not see)."""
         yield
 
     @contextlib.contextmanager

@@ -133,6 +133,18 @@ class LoRAHypernetwork(NoiseHypernetwork):
         with self.lora.disabled():
             yield
 
+    def park(self) -> None:
+        """The LoRA out of the backbone (g) until ``applied()``; a user's LoRA loaded then wraps
+        the plain layers and stays g's (``BackboneLoRA.park``)."""
+        self.lora.park()
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The LoRA in the backbone and every other LoRA layer off (``BackboneLoRA.applied``): f_phi
+        on the backbone it was trained on, whatever a user loaded onto g."""
+        with self.lora.applied():
+            yield
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return self.lora.state_dict()
 

@@ -18,7 +18,8 @@ import torch
 
 from hypernoise.generators.base import Generator
 from hypernoise.hypernet.base import NoiseHypernetwork
-from hypernoise.images import ImageLike, compare_grid, save_png, to_pil  # noqa: F401  (re-exported)
+from hypernoise.adapter import FINETUNE_KIND
+from hypernoise.images import ImageLike, compare_grid, labelled_grid, save_png, to_pil  # noqa: F401  (re-exported)
 from hypernoise.methods.base import sample, seeded_noise
 
 #: the top-level entries ``hypernoise generate`` writes in its folder: one PNG per (prompt, seed)
@@ -70,19 +71,24 @@ def generate_images(generator: Generator, prompts: Sequence[str], seeds: Sequenc
     return images
 
 
-def write_samples(generator: Generator, hypernet: NoiseHypernetwork, prompts: Sequence[str], out_dir,
+#: adapter type -> (method name of its sample PNGs, label of its row in the grid); a noise hypernetwork otherwise
+SAMPLE_ROWS = {FINETUNE_KIND: ("finetune", "fine-tuned")}
+
+
+def write_samples(generator: Generator, hypernet, prompts: Sequence[str], out_dir,
                   seed: int = 0, num_steps: Optional[int] = None, max_prompts: int = 8) -> Optional[Path]:
-    """``out_dir/samples/compare.png`` (base row over HyperNoise row, same noise) and one PNG per
-    image; only for image generators. Returns the grid's path."""
+    """``out_dir/samples/compare.png`` (base row over the trained row, same noise) and one PNG per
+    image (``NN-base.png``, ``NN-<method>.png``); only for image generators. ``hypernet``: a noise
+    hypernetwork, or a fine-tuning LoRA (``methods.finetune``: g with it on). Returns the grid's path."""
     if generator.output_kind != "image":
         return None
-    prompts = list(dict.fromkeys(prompts))[:max_prompts]
+    prompts = [p for p in dict.fromkeys(prompts) if p.strip()][:max_prompts] or list(prompts)[:1]
     folder = Path(out_dir) / "samples"
+    method, label = SAMPLE_ROWS.get(getattr(hypernet, "kind", None), ("hypernoise", "HyperNoise"))
     base = generate_images(generator, prompts, [seed], num_steps, hypernet, base=True)
-    modulated = generate_images(generator, prompts, [seed], num_steps, hypernet)
-    for i, (prompt, b, h) in enumerate(zip(prompts, base, modulated)):
+    trained = generate_images(generator, prompts, [seed], num_steps, None if method == "finetune" else hypernet)
+    for i, (prompt, b, h) in enumerate(zip(prompts, base, trained)):
         save_png(b, folder / f"{i:02d}-base.png", prompt, seed, {"method": "base"})
-        save_png(h, folder / f"{i:02d}-hypernoise.png", prompt, seed, {"method": "hypernoise"})
-    grid = compare_grid(base, modulated, prompts)
-    grid.save(folder / "compare.png")
+        save_png(h, folder / f"{i:02d}-{method}.png", prompt, seed, {"method": method})
+    labelled_grid([("base", base), (label, trained)], prompts).save(folder / "compare.png")
     return folder / "compare.png"

@@ -43,6 +43,14 @@ class ModelConfig:
     width: Optional[int] = field(default=None, metadata={"help": "image width (default: the model's)"})
     prompt_cache_mb: Optional[float] = field(default=None, metadata={
         "help": "bound of the prompt-conditioning cache in MB, least recently used dropped (default 1024; 0: none)"})
+    max_sequence_length: Optional[int] = field(default=None, metadata={
+        "help": "text tokens the prompt is padded / cut to (SANA-Sprint's Gemma, FLUX's T5; default: the "
+                "generator's, 300 and 512)"})
+    guidance_scale: Optional[float] = field(default=None, metadata={
+        "help": "the guidance input of generation (SANA-Sprint, default 4.5; a guidance-distilled FLUX)"})
+    text_dtype_sampling: Optional[bool] = field(default=None, metadata={
+        "help": "SANA-Sprint: run the sampler's timestep and model input in the text embeddings' dtype, as the "
+                "authors' sampler does (bf16 in their runs); default: float32, as diffusers' pipeline"})
 
     def __post_init__(self):
         for name in ("height", "width"):
@@ -50,14 +58,22 @@ class ModelConfig:
                 check_int(getattr(self, name), name, 1, 8192)
         if self.prompt_cache_mb is not None:
             check_number(self.prompt_cache_mb, "prompt_cache_mb", 0.0, strict=False)
+        if self.max_sequence_length is not None:
+            check_int(self.max_sequence_length, "max_sequence_length")
+        if self.guidance_scale is not None:
+            check_number(self.guidance_scale, "guidance_scale", 0.0, strict=False)
+
+    def generator_options(self) -> dict:
+        """The family options given (size, text length, guidance, sampler casts), as ``build_generator`` takes them."""
+        names = ("height", "width", "max_sequence_length", "guidance_scale", "text_dtype_sampling")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
     def torch_dtype(self) -> Optional[torch.dtype]:
         return parse_dtype(self.dtype, field="model.dtype")
 
     def build(self) -> Generator:
-        size = {k: v for k, v in (("height", self.height), ("width", self.width)) if v is not None}
         generator = build_generator(self.generator, pretrained=self.pretrained, device=self.device,
-                                    dtype=self.torch_dtype(), **size)
+                                    dtype=self.torch_dtype(), **self.generator_options())
         return generator if self.prompt_cache_mb is None else generator.set_prompt_cache(self.prompt_cache_mb)
 
 

@@ -4,10 +4,12 @@ For each sample independently, gradient ascent on the reward with respect to x0:
 
     loss(x0) = -r(g_K(x0, c), c) + lambda * (1/2 ||x0||^2 - (d - 1) log ||x0||)
 
-SGD with Nesterov momentum (lr 5, momentum 0.9), the gradient norm of each sample clipped to 0.1,
+SGD with Nesterov momentum (lr 5, momentum 0.9), the gradient norm of each sample clipped to 0.1
+(coefficient 0.1 / (norm + 1e-6), as torch's ``clip_grad_norm_`` in ReNO's trainer.py:128),
 50 iterations, and the best iterate by reward is returned. The regulariser is the negative
 log-density of ||x0|| under a chi distribution with d degrees of freedom (up to a constant): it
-keeps the norm near the chi mode sqrt(d - 1), where Gaussian noise lives; computed in fp32.
+keeps the norm near the chi mode sqrt(d - 1), where Gaussian noise lives; computed in fp32. The
+noise itself is optimised in float32 unless ``noise_dtype`` says otherwise (ReNO: float16).
 
 g_K runs K = ``optimize_steps`` generator steps (default: ``DEFAULT_OPTIMIZE_STEPS`` of the
 generator, else the rendering steps S = ``num_steps``). Where K != S the best iterate is rendered
@@ -35,11 +37,14 @@ from hypernoise.methods.base import (Cost, Meter, MethodOutput, RunConfig, check
                                      seeded_noise)
 from hypernoise.training.config import check_int, check_number
 
-#: ReNO's default optimisation steps K per generator name; any other generator optimises through
-#: its rendering steps. FLUX-Schnell: the authors' FLUX ReNO optimises through 1 step and renders
-#: the best noise at 4 (ExplainableML/ReNO: ``--n_inference_steps`` 1, and the multi-step render of
-#: ``models/utils.get_multi_apply_fn("flux")`` at ``num_inference_steps=4``).
+#: This library's default optimisation steps K per generator name; any other generator optimises
+#: through its rendering steps. FLUX-Schnell: optimise through 1 step and render the best noise at
+#: the generator's 4. ReNO has this mode only behind ``--enable_multi_apply`` (off by default,
+#: ExplainableML/ReNO arguments.py:138; the 4-step render of ``models/utils.get_multi_apply_fn``,
+#: utils.py:137-143); its default optimises and renders at 1 step (``presets.reno_preset``).
 DEFAULT_OPTIMIZE_STEPS: Mapping[str, int] = {"flux-schnell": 1}
+#: dtypes the optimised noise may be kept in (``RenoConfig.noise_dtype``)
+NOISE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _check_positive_int(value, name: str) -> None:
@@ -60,6 +65,9 @@ class RenoConfig:
         "help": "generator steps of the returned image (default: the generator's)"})
     optimize_steps: Optional[int] = field(default=None, metadata={
         "help": "generator steps the noise is optimised through (default: 1 on flux-schnell, else num_steps)"})
+    noise_dtype: str = field(default="float32", metadata={
+        "help": "dtype of the optimised noise and its SGD state: float32, or float16 as ReNO's fp16 latents "
+                "(main.py:111-112)"})
     keep_iterates: bool = field(default=False, metadata={"help": "return the image of every iteration"})
 
     def __post_init__(self):
@@ -73,6 +81,9 @@ class RenoConfig:
             check_int(self.num_steps, "num_steps")
         if self.optimize_steps is not None:
             _check_positive_int(self.optimize_steps, "optimize_steps")
+        if self.noise_dtype not in NOISE_DTYPES:
+            raise ConfigError(f"`noise_dtype` must be one of {', '.join(NOISE_DTYPES)}, got {self.noise_dtype!r}",
+                              field="noise_dtype")
 
 
 def reno_steps(generator: Generator, cfg: RenoConfig) -> tuple[int, int]:
@@ -105,8 +116,10 @@ def norm_regulariser(x: torch.Tensor) -> torch.Tensor:
 
 
 def _clip_per_sample(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
-    norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-    scale = (max_norm / norms).clamp(max=1.0)
+    """Each sample's gradient scaled by min(1, max_norm / (its norm + 1e-6)): torch's
+    ``clip_grad_norm_`` per sample (ReNO clips its batch of one, trainer.py:128)."""
+    norms = grad.flatten(1).norm(dim=1)
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     return grad * scale.view(-1, *[1] * (grad.dim() - 1))
 
 
@@ -190,9 +203,9 @@ def _optimise(generator: Generator, reward: nn.Module, noise: torch.Tensor, prom
               cond: Conditioning, cfg: RenoConfig, steps: int, seeds: Optional[Sequence[int]], progress: bool,
               keep=None):
     """The loop through ``steps`` generator steps: (best images [B, 3, H, W], best noise
-    [B, *latent_shape] in fp32, best reward [B], extras with ``reward_history`` [B, iters]).
+    [B, *latent_shape] in ``cfg.noise_dtype``, best reward [B], extras with ``reward_history`` [B, iters]).
     ``keep(k, best images, best noise, best reward)`` is called after the k-th iterate is scored."""
-    x = noise.detach().clone().float().requires_grad_(True)
+    x = noise.detach().clone().to(getattr(torch, cfg.noise_dtype)).requires_grad_(True)
     opt = torch.optim.SGD([x], lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     best_r = torch.full((len(prompts),), -float("inf"), device=noise.device)
     best_img, best_x, history, iterates = None, x.detach().clone(), [], []

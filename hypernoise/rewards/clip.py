@@ -3,8 +3,11 @@
     score(x, c) = s * cos(E_img(x), E_txt(c))     [B]
 
 with s = exp(logit_scale) of the model (100 for OpenAI / LAION CLIP, ~100 for PickScore), as
-ReNO uses them (its weights 0.01 and 0.05 assume this scale). HPSv2 (``hps.py``) is the same
-reward with s = 1 and its own preprocessing.
+ReNO uses them (its weights 0.01 and 0.05 assume this scale). s is taken in the dtype the model
+runs in, as the original code takes it (ExplainableML/HyperNoise rewards/clip.py:53,
+pickscore.py:52; ReNO rewards/clip.py:52, pickscore.py:51): 100 in float32, 99.0 in bf16
+(exp of log(100) rounded to 4.59375, then to bf16). HPSv2 (``hps.py``) is the same reward with
+s = 1 and its own preprocessing.
 
 Text features are computed once per prompt without gradients and cached; image features are
 differentiable with respect to the pixels. transformers is imported inside the builders.
@@ -167,8 +170,7 @@ class ContrastiveReward(Reward):
         self.model = model
         self.tokenizer = tokenizer
         self.transform = transform
-        # read once in float32: a bf16 copy of logit_scale = log(100) would give exp() = 98.9
-        self.scale = float(model.logit_scale.detach().float().exp()) if use_logit_scale else 1.0
+        self.use_logit_scale, self._scale = use_logit_scale, None
         self.name = name
         self.source = source
         self.text_cache = PromptCache(cache_size)
@@ -178,6 +180,16 @@ class ContrastiveReward(Reward):
     @property
     def _param(self) -> torch.Tensor:
         return self.model.visual_projection.weight
+
+    @property
+    def scale(self) -> float:
+        """s = exp(logit_scale), computed in the model's dtype as the original code does (module
+        docstring): 100 for log(100) in float32 or fp16, 99.0 in bf16; 1 without a logit scale."""
+        if not self.use_logit_scale:
+            return 1.0
+        if self._scale is None:  # read once per device / dtype (no sync per call)
+            self._scale = float(self.model.logit_scale.detach().exp())
+        return self._scale
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings [B, P], differentiable w.r.t. ``images``."""
@@ -204,7 +216,8 @@ class ContrastiveReward(Reward):
         return self.scale * (image * text).sum(-1)
 
     def _apply(self, fn, *args, **kwargs):
-        self.text_cache.clear()  # cached features were computed on the old device / dtype
+        self.text_cache.clear()  # cached features (and s) were computed on the old device / dtype
+        self._scale = None
         return super()._apply(fn, *args, **kwargs)
 
 

@@ -23,7 +23,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from hypernoise.env import flag
+from hypernoise.hub import hub_offline
 from hypernoise.io import json_problem, load_json
 from hypernoise.errors import ConfigError, HypernoiseError, InputFileError, WeightsNotFoundError
 
@@ -49,14 +49,8 @@ def reward_source(name: str) -> str:
 
 
 def offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` is set to a true value now (not only at import time)."""
-    if flag("HF_HUB_OFFLINE"):
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover - huggingface_hub comes with accelerate
-        return False
-    return bool(constants.HF_HUB_OFFLINE)
+    """Whether only the local cache may be searched: the library's one rule (``hub.hub_offline``)."""
+    return hub_offline()
 
 
 def looks_like_path(pretrained: PathLike) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from hypernoise.errors import ConfigError
+from hypernoise.tracking import tracker_names
 
 OPTIMIZERS = ("sgd", "adamw")
 NOISE_MODES = ("per-sample", "shared", "per-step", "fixed")
@@ -17,7 +18,7 @@ PRECISIONS = ("no", "bf16", "fp16")
 #: fields that define the run: resuming with another value would silently train another model
 RUN_DEFINING = ("batch_size", "gradient_accumulation_steps", "lr", "optimizer", "momentum", "nesterov",
                 "weight_decay", "warmup_steps", "warmup_from_zero", "warmup_per_process", "max_grad_norm", "noise_mode",
-                "seed", "num_steps")
+                "seed", "num_steps", "reference_processes")
 
 
 #: the largest seed anywhere (training, --seed, --seeds): the offsets some noise streams add to a
@@ -134,6 +135,10 @@ class TrainConfig:
         "help": "warm-up starts at lr 0 (lr x step / W, the authors' constant_with_warmup) instead of lr / W"})
     warmup_per_process: bool = field(default=False, metadata={
         "help": "warm-up lasts warmup_steps x processes optimizer steps (the authors' runs)"})
+    reference_processes: Optional[int] = field(default=None, metadata={
+        "help": "train as N processes of batch_size x gradient_accumulation_steps would: their warm-up, their prompts "
+                "and noise per optimizer step; the processes launched must divide N, each accumulating N / launched "
+                "times more micro-batches (None: as launched)"})
     max_grad_norm: Optional[float] = field(default=1.0, metadata={"help": "gradient-norm clipping; None or 0 to disable"})
     noise_mode: str = field(default="shared", metadata={
         "help": "per-sample; shared (one noise per micro-batch); per-step (one noise per optimizer step, shared by "
@@ -149,7 +154,8 @@ class TrainConfig:
     lipschitz_iters: int = field(default=8, metadata={"help": "power-iteration steps of the Lipschitz estimate"})
     mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (frozen weights low precision, LoRA fp32)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute backbone activations in backward"})
-    report_to: Optional[str] = field(default=None, metadata={"help": "tensorboard or wandb (imported only when asked for)"})
+    report_to: Optional[str] = field(default=None, metadata={
+        "help": "an accelerate tracker (tensorboard, wandb, mlflow, comet_ml, ... or all), imported only when asked for"})
     max_nonfinite_streak: int = field(default=20, metadata={"help": "stop after this many non-finite steps in a row"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     validation_prompts: tuple = field(default=(), metadata={
@@ -172,6 +178,8 @@ class TrainConfig:
             _positive("num_steps", self.num_steps)
         for name in ("warmup_steps", "checkpoint_every", "lipschitz_every"):
             check_int(getattr(self, name), name, low=0)
+        if self.reference_processes is not None:
+            check_int(self.reference_processes, "reference_processes")
         if self.checkpoints_total_limit is not None:
             # 0 or less would delete every checkpoint as it is written
             check_int(self.checkpoints_total_limit, "checkpoints_total_limit")
@@ -187,8 +195,9 @@ class TrainConfig:
         if self.mixed_precision not in PRECISIONS:
             raise ConfigError(f"unknown mixed precision {self.mixed_precision!r}; choose one of: {', '.join(PRECISIONS)}",
                               field="mixed_precision")
-        if self.report_to not in (None, "none", "tensorboard", "wandb"):
-            raise ConfigError(f"`report_to` must be tensorboard or wandb, got {self.report_to!r}", field="report_to")
+        if self.report_to not in (None, "none", *tracker_names()):
+            raise ConfigError(f"`report_to` must be one of accelerate's trackers ({', '.join(tracker_names())}), got "
+                              f"{self.report_to!r}", field="report_to")
         if self.max_grad_norm is not None:  # 0: no clipping; negative, NaN or inf: refused
             check_number(self.max_grad_norm, "max_grad_norm", 0.0, strict=False)
         self.validation_prompts = check_prompt_list(self.validation_prompts, "validation_prompts")
@@ -204,6 +213,22 @@ class TrainConfig:
         """Optimizer steps between validations (0: only at the end): ``validation_every``, else
         about ten validations a run."""
         return self.validation_every if self.validation_every is not None else max(1, self.steps // 10)
+
+    def processes_for_schedule(self, launched: int) -> int:
+        """The process count the run's schedule and data follow: ``reference_processes``, else ``launched``."""
+        return int(self.reference_processes or launched)
+
+    def accumulation_on(self, launched: int) -> int:
+        """Micro-steps per optimizer step on ``launched`` processes: ``gradient_accumulation_steps``
+        x (reference processes / launched), so that each optimizer step sees the reference run's
+        global batch; ``ConfigError`` when ``launched`` does not divide the reference count."""
+        reference = self.processes_for_schedule(launched)
+        if reference % launched:
+            divisors = ", ".join(str(d) for d in range(1, reference + 1) if reference % d == 0)
+            raise ConfigError(f"`reference_processes` {reference} needs a number of processes that divides it, got "
+                              f"{launched}; launch {divisors}, or drop `reference_processes`",
+                              field="reference_processes")
+        return self.gradient_accumulation_steps * (reference // launched)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,9 +2,13 @@
 
 One optimizer step = ``gradient_accumulation_steps`` micro-batches of ``batch_size`` samples per
 process. Data and noise are pure functions of (seed, micro-batch index) (see ``data.py``), so a
-resumed run replays exactly what an uninterrupted one would have seen. A step whose loss or
-gradient norm is not finite is skipped (no optimizer update) and counted; too many in a row stop
-the run. SIGINT and SIGTERM finish the current step, write a checkpoint and return.
+resumed run replays exactly what an uninterrupted one would have seen. With
+``reference_processes`` N the run follows N processes on fewer (a divisor of N): the warm-up is
+N's, and each optimizer step holds exactly the prompts and noise the N processes' step held, each
+process accumulating N / launched times more micro-batches (``Trainer._slot``). A step whose loss
+or gradient norm is not finite is skipped (no optimizer update, no scheduler step) and counted;
+too many in a row stop the run. SIGINT and SIGTERM finish the current step, write a checkpoint
+and return.
 
 Initialisation trials (``init_trials`` K > 1): a small LoRA's first steps depend on its random
 initialisation, and under a strong noise-space penalty some draws never find the reward's
@@ -30,7 +34,6 @@ import math
 import os
 import signal
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -80,17 +83,39 @@ def build_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def warmup_factor(step: int, warmup: int, from_zero: bool) -> float:
     """lr multiplier at optimizer step ``step`` (0-based) of a linear warm-up over ``warmup`` steps:
-    (step + 1) / W (the first step already moves), or step / W from 0 (the authors')."""
+    (step + 1) / W (the first step already moves), or step / W from 0 (the authors': the lambda of
+    diffusers' and transformers' ``get_scheduler("constant_with_warmup")``, equal at every step;
+    tests/test_reference_processes.py compares them. Those packages are optional here, so neither is
+    imported)."""
     if warmup <= 0:
         return 1.0
     return min(1.0, (step if from_zero else step + 1) / warmup)
 
 
+def warmup_length(cfg: TrainConfig, processes: int = 1) -> int:
+    """Optimizer steps of the warm-up: ``warmup_steps``, times the processes the run follows
+    (``reference_processes``, else ``processes``) with ``warmup_per_process``."""
+    return max(0, int(cfg.warmup_steps)) * (cfg.processes_for_schedule(processes) if cfg.warmup_per_process else 1)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, processes: int = 1):
-    """Constant learning rate after a linear warm-up of ``warmup_steps`` optimizer steps (times
-    ``processes`` with ``warmup_per_process``, from lr 0 with ``warmup_from_zero``)."""
-    warmup = max(0, int(cfg.warmup_steps)) * (processes if cfg.warmup_per_process else 1)
+    """Constant learning rate after a linear warm-up of ``warmup_length`` optimizer steps (from
+    lr 0 with ``warmup_from_zero``). It steps once per optimizer step taken: a skipped step (not
+    finite) does not advance it, as the authors' trainer returns before its scheduler step."""
+    warmup = warmup_length(cfg, processes)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_factor(s, warmup, cfg.warmup_from_zero))
+
+
+def schedule_note(cfg: TrainConfig, processes: int = 1) -> Optional[str]:
+    """One line when the warm-up outlasts the run (a preset's 100 x 6-step warm-up on a 10-step
+    smoke test): the learning rate then never reaches ``lr``; None otherwise."""
+    warmup = warmup_length(cfg, processes)
+    if warmup <= cfg.steps:
+        return None
+    top = cfg.lr * warmup_factor(cfg.steps - 1, warmup, cfg.warmup_from_zero)
+    per = f" ({cfg.warmup_steps} x {cfg.processes_for_schedule(processes)} processes)" if cfg.warmup_per_process else ""
+    return (f"note: the warm-up lasts {warmup} optimizer steps{per}, longer than this run's {cfg.steps}: the learning "
+            f"rate stays below {cfg.lr:g} (at most {top:.3g}); a shorter warm-up (--warmup-steps) reaches it")
 
 
 def _flatten(record: dict, prefix: str = "") -> dict:
@@ -200,6 +225,8 @@ class Trainer:
         if config.gradient_checkpointing:
             self.task.enable_gradient_checkpointing()
         self.params = task.trainable_parameters()
+        # micro-steps per optimizer step here: the reference run's accumulation x (its processes / ours)
+        self.accumulation = config.accumulation_on(self.acc.num_processes)
         self.optimizer = build_optimizer(self.params, config)
         self.scheduler = build_scheduler(self.optimizer, config, self.acc.num_processes)
         self.model, self.optimizer = self.acc.prepare(self.task, self.optimizer)
@@ -296,9 +323,13 @@ class Trainer:
         if cfg.report_to not in (None, "none"):
             acc.init_trackers("hypernoise", config=_tracker_config(cfg))
         per, world = cfg.batch_size, acc.num_processes
-        prompt_sampler = prompt_sampler or PromptSampler(prompts, per * world, cfg.seed)
-        noise_sampler = noise_sampler or NoiseSampler(self.task.latent_shape, per * world, cfg.seed, cfg.noise_mode,
-                                                      cfg.gradient_accumulation_steps)
+        reference = cfg.processes_for_schedule(world)  # the global batch is the reference run's
+        prompt_sampler = prompt_sampler or PromptSampler(prompts, per * reference, cfg.seed)
+        noise_sampler = noise_sampler or NoiseSampler(self.task.latent_shape, per * reference, cfg.seed,
+                                                      cfg.noise_mode, cfg.gradient_accumulation_steps)
+        note = schedule_note(cfg, world)
+        if note and self.is_main and self.step == 0:
+            print(note, flush=True)
         self._truncate_metrics()
         if self.validator is not None and self.is_main:
             self.validation.truncate(self.step)
@@ -377,15 +408,23 @@ class Trainer:
             self._validate()
         self.save()
 
+    def _slot(self, micro: int, world: int) -> tuple[int, int]:
+        """(reference micro-batch index, reference rank) of this process's micro-step ``micro``:
+        with ``reference_processes`` N over ``world`` launched processes, each reference micro-batch
+        is worked through in N / world consecutive micro-steps, this process taking the slice of
+        reference rank (micro mod N / world) x world + its rank. As launched: (index, rank)."""
+        group = self.accumulation // self.cfg.gradient_accumulation_steps
+        index = self.step * self.cfg.gradient_accumulation_steps + micro // group
+        return index, (micro % group) * world + self.acc.process_index
+
     def _train_step(self, prompt_sampler, noise_sampler, per: int, world: int) -> dict:
         cfg, acc = self.cfg, self.acc
-        accum = cfg.gradient_accumulation_steps
-        rank = acc.process_index
+        accum = self.accumulation
         sums: dict[str, float] = {}
         dtype = self.task.noise_dtype
         self.task.set_step(self.step)
         for micro in range(accum):
-            index = self.step * accum + micro
+            index, rank = self._slot(micro, world)
             prompts = prompt_sampler.batch(index, rank, per)
             noise = noise_sampler.batch(index, rank, per, device=acc.device, dtype=dtype)
             sync = contextlib.nullcontext() if micro == accum - 1 else acc.no_sync(self.model)
@@ -402,14 +441,12 @@ class Trainer:
         finite = bool(acc.reduce(finite, reduction="sum") == world) if world > 1 else bool(finite)
         if finite:
             self.optimizer.step()
+            self.scheduler.step()  # only after a step taken: a skipped step leaves the warm-up where it was
             self.streak = 0
         else:
             self.skipped += 1
             self.streak += 1
         self.optimizer.zero_grad(set_to_none=True)
-        with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order
-            warnings.simplefilter("ignore", UserWarning)
-            self.scheduler.step()
         self.step += 1
         metrics = self._metrics(sums, grad_norm, noise, prompts)
         if self.streak >= cfg.max_nonfinite_streak:

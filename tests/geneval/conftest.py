@@ -4,8 +4,8 @@ Colour classifier (``open_clip_sd``, ``clip_folder``): a random open_clip ViT-L/
 widths and the CLIPModel folder the library's converter writes from it.
 
 Detector (``tiny_mmdet_state``, ``tiny_detector_path``): a tiny checkpoint in the exact mmdet 2.x
-layout of ``mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco`` (the same key names, written here
-from mmdet's module tree, not from the library's key table), at small widths and depths so that
+layout of ``mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco`` (the same key names, written here after
+mmdet's module tree, not from the library's key table), at small widths and depths so that
 it builds and runs in seconds on one CPU thread. Weights are random with fan-in scaling.
 """
 

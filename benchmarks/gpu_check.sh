@@ -12,9 +12,10 @@
 # that fits, generation base vs HyperNoise (LoRA rank 128 and 8, merged), the ensemble alone.
 # Every job runs in its own process with a time bound; the run stops starting jobs in time.
 #
-# Then GenEval's detector and colour classifier at their real sizes (benchmarks/geneval_speed.py): images per second.
+# Then GenEval's detector and colour classifier at their real sizes (benchmarks/geneval_speed.py): images per second;
+# and whether a pipeline attached on the CPU follows pipe.to("cuda") (benchmarks/attach_device.py).
 #
-# Writes realsize_gpu.json, realsize_gpu.md, geneval_gpu.json and geneval_gpu.md to $OUT (default benchmarks/results/gpu_check).
+# Writes realsize_gpu.json, realsize_gpu.md, geneval_gpu.json, geneval_gpu.md and attach_device.json to $OUT (default benchmarks/results/gpu_check).
 # HYPERNOISE_GPU_CHECK_CPU=1 runs the same plan on the CPU with tiny models (the test path).
 set -euo pipefail
 
@@ -85,7 +86,8 @@ else
     "$PY" -c 'import torch; p = torch.cuda.get_device_properties(0); print(f"gpu_check: {p.name}, {p.total_memory / 2**30:.0f} GiB, torch {torch.__version__}")'
 fi
 GENEVAL_S="${GPU_CHECK_GENEVAL_S:-100}"  # kept for step 5
-left=$(( BUDGET_S - SECONDS - GENEVAL_S ))
+ATTACH_S="${GPU_CHECK_ATTACH_S:-60}"  # kept for step 6
+left=$(( BUDGET_S - SECONDS - GENEVAL_S - ATTACH_S ))
 "$PY" "$ROOT/benchmarks/realsize.py" "${device[@]}" --dtype bf16 --deadline-s "$left" \
     --out "$OUT_DIR/realsize_gpu.json" --table "$OUT_DIR/realsize_gpu.md"
 # 5. GenEval: the detector (Swin-S Mask2Former at 800 px) and the CLIP colour classifier, images per second
@@ -97,4 +99,14 @@ if [ $(( BUDGET_S - SECONDS )) -gt 30 ]; then
 else
     echo "gpu_check: no time left for the GenEval line" >&2
 fi
-echo "gpu_check: done in ${SECONDS} s; $OUT_DIR/realsize_gpu.json, realsize_gpu.md, geneval_gpu.json and geneval_gpu.md"
+# 6. an attached pipeline follows pipe.to(device): attached on the CPU, moved, equal to HyperNoise built on the device
+if [ "${HYPERNOISE_GPU_CHECK_CPU:-0}" = "1" ]; then attach=(--device cpu); else attach=(--device cuda); fi
+if [ $(( BUDGET_S - SECONDS )) -gt 15 ]; then
+    timeout $(( BUDGET_S - SECONDS )) "$PY" "$ROOT/benchmarks/attach_device.py" "${attach[@]}" \
+        --out "$OUT_DIR/attach_device.json" 2>/dev/null > "$OUT_DIR/attach_device.md" \
+        || echo "gpu_check: the attach line failed or did not finish (see attach_device.md)" >&2
+    cat "$OUT_DIR/attach_device.md"
+else
+    echo "gpu_check: no time left for the attach line" >&2
+fi
+echo "gpu_check: done in ${SECONDS} s; $OUT_DIR/realsize_gpu.json, realsize_gpu.md, geneval_gpu.json, geneval_gpu.md and attach_device.json"

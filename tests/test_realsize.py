@@ -161,6 +161,8 @@ def test_gpu_check_runs_end_to_end_on_the_cpu_path(tmp_path):
     geneval = json.loads((tmp_path / "geneval_gpu.json").read_text())
     assert {r["part"] for r in geneval["rows"]} == {"detector", "colour"} and geneval["geneval_images_per_s"] > 0
     assert "GenEval images per second" in (tmp_path / "geneval_gpu.md").read_text()
+    attach = json.loads((tmp_path / "attach_device.json").read_text())
+    assert [r["family"] for r in attach] == ["sd-turbo", "sana-sprint", "flux-schnell"] and all(r["ok"] for r in attach)
 
 
 def _wheel(folder: Path, name: str) -> Path:

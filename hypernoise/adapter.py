@@ -215,10 +215,13 @@ def check_compatible(meta: dict, generator: Generator, folder) -> None:
             f"(noise shape {list(generator.latent_shape)}); pass `height` {size[0]} and `width` {size[1]}, or "
             f"leave them out to take the adapter's size")
     if want_name != generator.name or want_shape != tuple(generator.latent_shape):
+        trained_on = meta.get("pretrained")
+        weights = (f"and `pretrained` {trained_on} (the weights it was trained on)" if isinstance(trained_on, str)
+                   and trained_on else "(and its `pretrained` weights)")
         raise AdapterError(
             f"adapter {folder} was trained for generator {want_name!r} with noise shape {list(want_shape)}, "
             f"not {generator.name!r} with {list(generator.latent_shape)}; pass `generator` {want_name} "
-            f"(and its `pretrained` weights) or another adapter")
+            f"{weights} or another adapter")
 
 
 #: peft LoRA options a bare folder may carry that change the computation; hypernoise loads none of them

@@ -181,6 +181,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _run(args)
 
 
+#: libraries with loading bars of their own, switched with the Hub's
+_LOADERS = ("transformers", "diffusers")
+
+
+@contextlib.contextmanager
+def quiet_loading(enabled: bool = True):
+    """Inside, the loading bars of the Hub, transformers and diffusers are off too (``--no-progress``):
+    the Hub's switch (``HF_HUB_DISABLE_PROGRESS_BARS``), which transformers reads at import and
+    ``generators.diffusers_common`` passes on to diffusers. Each is as it was at exit."""
+    if not enabled:
+        yield
+        return
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    hub_was_off = are_progress_bars_disabled()
+    before = {name: sys.modules[name].utils.logging.is_progress_bar_enabled() for name in _LOADERS
+              if sys.modules.get(name) is not None}
+    disable_progress_bars()
+    for name in before:
+        sys.modules[name].utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if not hub_was_off:
+            enable_progress_bars()
+        for name in _LOADERS:  # a library imported inside starts as the Hub's switch was
+            if sys.modules.get(name) is not None and before.get(name, not hub_was_off):
+                sys.modules[name].utils.logging.enable_progress_bar()
+
+
 def _run(args) -> int:
     try:
         from hypernoise.cli.common import check_invocation
@@ -190,7 +220,8 @@ def _run(args) -> int:
             from hypernoise.devices import check_launch_env
 
             check_launch_env()
-        return int(args._run(args) or 0)
+        with quiet_loading(getattr(args, "no_progress", False)):
+            return int(args._run(args) or 0)
     except HypernoiseError as e:
         print(f"hypernoise {args.command}: error: {as_flags(str(e), args._parser)}", file=sys.stderr)
         return e.exit_code

@@ -52,6 +52,10 @@ def import_diffusers():
         missing = getattr(e, "name", None) or "diffusers"
         raise MissingPackageError(f"the diffusers generators (sd-turbo, sana-sprint, flux-schnell) need diffusers and "
                                   f"transformers, and {missing} is not installed; {INSTALL}") from None
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    if are_progress_bars_disabled():  # HF_HUB_DISABLE_PROGRESS_BARS or --no-progress: diffusers' loading bars too
+        diffusers.utils.logging.disable_progress_bar()
     return diffusers
 
 

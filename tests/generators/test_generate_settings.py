@@ -60,4 +60,24 @@ def test_generate_draws_a_progress_bar_unless_told_not_to(tiny_folders, tmp_path
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert "generate: 100%" in capsys.readouterr().err
     assert main([*args, "--no-progress", "--out", str(tmp_path / "b")]) == 0
-    assert "generate:" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "generate:" not in err
+    assert "Loading pipeline components" not in err and "Loading weights" not in err  # diffusers', transformers' bars
+
+
+def test_no_progress_silences_the_loading_bars_for_that_command_only(tiny_folders, tmp_path, capsys):
+    args = ["generate", "--generator", "auto", "--pretrained", str(tiny_folders["sd-turbo"]), "--prompt", "a red apple"]
+    assert main([*args, "--no-progress", "--out", str(tmp_path / "quiet")]) == 0
+    assert "Loading pipeline components" not in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "loud")]) == 0  # the switches are back as they were
+    assert "Loading pipeline components" in capsys.readouterr().err
+
+
+def test_an_adapter_of_another_generator_names_the_generator_and_the_weights_it_was_trained_on(tiny_folders, tmp_path,
+                                                                                            capsys):
+    folder = tiny_folders["sd-turbo"]
+    adapter = _adapter_at(folder, tmp_path / "adapter", 32)
+    code = main(["generate", "--adapter", str(adapter), "--prompt", "a red apple", "--out", str(tmp_path / "out")])
+    err = _error_lines(capsys)
+    assert code == 2 and len(err) == 1 and not (tmp_path / "out").exists()
+    assert f"pass --generator sd-turbo and --pretrained {folder} (the weights it was trained on)" in err[0], err

@@ -230,6 +230,20 @@ def test_no_progress_is_accepted_by_every_command_that_runs_a_model(command):
     assert args.no_progress is True
 
 
+@pytest.mark.parametrize("argv, meant", [
+    (["optimize", "--prompt", "a", "--iterations", "5"], "(did you mean --iters?)"),
+    (["train", "--learning_rate", "3", "--train_batch_size=4", "--gradient_checkpointing"],
+     "(did you mean --lr or --batch-size or --gradient-checkpointing?)"),  # diffusers' training-script names
+    (["train", "--stepz", "3"], "(did you mean --steps?)"),
+    (["generate", "--prompt", "a", "stray"], "unrecognized arguments: stray; see hypernoise generate --help"),
+])
+def test_an_unknown_flag_is_refused_by_its_command_naming_the_flag_meant(argv, meant, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hypernoise {argv[0]}: error: unrecognized arguments: "), err
+    assert meant in err and f"see hypernoise {argv[0]} --help" in err and not (tmp_path / "out").exists()
+
+
 def test_a_corrupt_state_json_is_one_line_and_leaves_the_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["toy2d", "--steps", "2", "--checkpoint-every", "1", "--n-eval", "100", "--no-progress",

@@ -134,6 +134,31 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
+#: names of diffusers' training scripts (and other usual spellings) -> this CLI's flag, underscores as hyphens
+USUAL_NAMES = {"--learning-rate": "--lr", "--train-batch-size": "--batch-size", "--max-train-steps": "--steps",
+               "--output-dir": "--out", "--output": "--out", "--pretrained-model-name-or-path": "--pretrained",
+               "--resume-from-checkpoint": "--resume", "--checkpointing-steps": "--checkpoint-every",
+               "--lr-warmup-steps": "--warmup-steps", "--iterations": "--iters", "--num-inference-steps": "--num-steps",
+               "--validation-prompt": "--validation-prompts", "--adam-weight-decay": "--weight-decay",
+               "--lora-rank": "--rank", "--model": "--pretrained", "--num-images-per-prompt": "--num-images"}
+
+
+def unrecognized(extra: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """argparse's "unrecognized arguments", with the flag of ``parser`` each unknown one most likely
+    meant: diffusers' spelling (``--learning_rate`` -> ``--lr``), else the closest name."""
+    import difflib
+
+    flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    meant = []
+    for arg in (a.split("=", 1)[0].replace("_", "-") for a in extra if a.startswith("--")):
+        guess = USUAL_NAMES.get(arg) if USUAL_NAMES.get(arg) in flags else (
+            arg if arg in flags else next(iter(difflib.get_close_matches(arg, flags, n=1, cutoff=0.6)), None))
+        if guess and guess not in meant:
+            meant.append(guess)
+    hint = f" (did you mean {' or '.join(meant)}?)" if meant else ""
+    return f"unrecognized arguments: {' '.join(extra)}{hint}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="hypernoise", description="Noise hypernetworks for distilled diffusion models.")
     parser.add_argument("--version", action="version", version=f"hypernoise {__version__}")
@@ -168,7 +193,10 @@ def _sigterm_as_interrupt():
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # refused by the command's own parser: its name, its --help, the flag meant
+            command = getattr(args, "_parser", parser)
+            command.error(unrecognized(extra, command))
     except SystemExit as e:  # bad arguments (one line already printed) or --help
         return int(e.code or 0)
     if not getattr(args, "command", None):

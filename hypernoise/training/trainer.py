@@ -425,8 +425,10 @@ class Trainer:
         self.task.set_step(self.step)
         for micro in range(accum):
             index, rank = self._slot(micro, world)
-            prompts = prompt_sampler.batch(index, rank, per)
+            # the noise first: the batch's first large allocation, so a batch too large for memory fails
+            # at once (one line naming --batch-size), not after listing its prompts
             noise = noise_sampler.batch(index, rank, per, device=acc.device, dtype=dtype)
+            prompts = prompt_sampler.batch(index, rank, per)
             sync = contextlib.nullcontext() if micro == accum - 1 else acc.no_sync(self.model)
             with sync:
                 with acc.autocast():

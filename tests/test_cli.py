@@ -142,7 +142,7 @@ def artefacts(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("artefacts")
     assert main(["train", "--generator", "shapes", "--steps", "2", "--batch-size", "2", "--checkpoint-every", "1",
-                 "--no-progress", "--out", str(tmp / "run")]) == 0
+                 "--eval-seeds", "1", "--no-progress", "--out", str(tmp / "run")]) == 0
     assert main(["train", "--generator", "toy2d", "--steps", "2", "--no-progress", "--out", str(tmp / "toy")]) == 0
     adapter, ckpt = tmp / "run" / "adapter", sorted((tmp / "run" / "checkpoints").iterdir())[-1]
     for name in ("truncated", "garbage"):

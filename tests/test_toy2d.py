@@ -8,7 +8,7 @@ import pytest
 from hypernoise.toy2d import Toy2DConfig, run_toy2d
 
 
-@pytest.mark.parametrize("reward", ["halfplane", "corner"])
+@pytest.mark.parametrize("reward", [pytest.param("halfplane", marks=pytest.mark.slow), "corner"])  # 30 s each
 def test_exact_objective_defaults_reach_the_tilted_distribution(tmp_path, reward):
     metrics = run_toy2d(Toy2DConfig(reward=reward, progress=False, mc_samples=1_000_000), tmp_path)
     assert metrics["kl_to_tilted"] < 0.05

@@ -99,6 +99,7 @@ def test_peft_forward_variant_runs_peft_and_restores_the_library_forward():
     assert cls.forward is own and own is not peft_layer.Linear.forward
 
 
+@pytest.mark.slow  # every adapted layer shape timed at two ranks, ~35 s
 def test_layers_phase_times_every_adapted_layer_once_per_use():
     """The ``layers`` phase covers each adapted layer of a pass (all but the delta-only final
     projection), and its FLOP share of a Linear is the LoRA's r (in + out) / (in x out)."""

@@ -28,6 +28,7 @@ def _kl(tmp_path, objective, alpha):
     return run_toy2d(cfg, tmp_path / f"{objective}-{alpha}")["kl_to_tilted"]
 
 
+@pytest.mark.slow  # four 800-step runs, ~40 s
 def test_l2_objective_gap_to_the_exact_one_shrinks_as_alpha_grows(tmp_path):
     """The L2 objective drops tr J - log det(I + J): harmless in the mild-tilt regime only."""
     gaps = [_kl(tmp_path, "l2", a) - _kl(tmp_path, "exact", a) for a in (1.0, 8.0)]

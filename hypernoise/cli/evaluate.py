@@ -7,7 +7,7 @@ import json
 #: what evaluate writes at the top of --out (io.output_folder's ``writes``): results, rows, settings,
 #: GenEval's records and its layout's <index> folders
 EVALUATE_WRITES = ("results.json", "per_prompt.jsonl", "per_image.jsonl", "evaluate.json", "results.jsonl",
-                   "[0-9][0-9][0-9][0-9][0-9]*")
+                   "[0-9][0-9][0-9][0-9][0-9]*", "report")  # report: geneval.report.REPORT_DIR
 
 
 def _seeds(text) -> tuple:
@@ -120,6 +120,10 @@ def run(args) -> int:
         _print_geneval(results, judge)
         print(f"wrote {out}/results.json and {out}/per_prompt.jsonl"
               + (f" and {out}/{judge.records_file} (GenEval's records)" if judge is not None else ""))
+        if judge is not None and (out / judge.records_file).is_file():
+            from hypernoise.cli.geneval import write_geneval_report
+
+            write_geneval_report(out / judge.records_file, out)
         return 0
 
 

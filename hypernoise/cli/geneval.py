@@ -104,6 +104,7 @@ def run(args) -> int:
     from hypernoise.cli.common import configure_threads
     from hypernoise.geneval.scoring import (RESULTS_FILE, SETTINGS_FILE, SUMMARY_FILE, find_samples, format_summary,
                                             score_folder)
+    from hypernoise.geneval.report import REPORT_DIR
     from hypernoise.io import output_folder
 
     configure_threads(args)
@@ -112,12 +113,22 @@ def run(args) -> int:
     scorer, settings = load_scorer(args, args.batch_size)
     inputs = {"images": args.images, "detector": args.detector, "clip": args.clip}
     with output_folder(args.out, overwrite=args.overwrite, resume=bool(args.resume), inputs=inputs,
-                       command="hypernoise geneval", writes=(RESULTS_FILE, SUMMARY_FILE, SETTINGS_FILE)) as out:
+                       command="hypernoise geneval", writes=(RESULTS_FILE, SUMMARY_FILE, SETTINGS_FILE, REPORT_DIR)) as out:
         summary = score_folder(args.images, out, scorer, {**settings, "dtype": args.dtype}, resume=bool(args.resume),
                                progress=not args.no_progress)
         print(format_summary(summary))
         print(f"wrote {out}/{RESULTS_FILE} and {out}/{SUMMARY_FILE}")
+        write_geneval_report(out / RESULTS_FILE, out)
         return 0
+
+
+def write_geneval_report(records_file, out) -> None:
+    """Draw what GenEval saw (``geneval.report``) from a records file into ``out/report``, and say where."""
+    from hypernoise.geneval.report import REPORT_DIR, write_report
+    from hypernoise.geneval.scoring import read_records
+
+    if write_report(read_records(records_file), out):
+        print(f"what GenEval saw: {out}/{REPORT_DIR}/ (one grid per task, wrong images first; tasks.png)")
 
 
 def _where(source: str) -> str:

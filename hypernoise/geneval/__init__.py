@@ -13,6 +13,7 @@ then fixed rules. The parts, one module each (networks apart from rules, as the 
     rules          ``evaluate_images.py``'s decision rules: ``judge(image, detections, metadata)``
     metadata       the 553 official prompts and the 80 class names (shipped, MIT)
     scoring        a folder in GenEval's layout -> results.jsonl and the summary; the evaluation judge
+    report         what GenEval saw: per task a grid of the images with their kept boxes and verdicts
 
 Names are exported lazily, so ``import hypernoise.geneval`` loads no network code.
 """
@@ -36,6 +37,8 @@ _EXPORTS = {
     "score_folder": "hypernoise.geneval.scoring",
     "summarize": "hypernoise.geneval.scoring",
     "read_image": "hypernoise.geneval.scoring",
+    "read_records": "hypernoise.geneval.scoring",
+    "write_report": "hypernoise.geneval.report",
     "CLASSNAMES": "hypernoise.geneval.metadata",
     "load_metadata": "hypernoise.geneval.metadata",
 }

@@ -39,6 +39,9 @@ RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 #: the six tasks in the order of their first row in evaluation_metadata.jsonl (summary_scores.py
 #: groups by tag with sort=False, so this is also the order of its task breakdown)
 TASKS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+#: the paper's Table 1 headers of the six tasks
+TASK_HEADERS = {"single_object": "single", "two_object": "two", "counting": "counting", "colors": "colors",
+                "position": "position", "color_attr": "attribution"}
 
 PathLike = Union[str, Path]
 

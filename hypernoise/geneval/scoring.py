@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import torch
 
 from hypernoise.errors import ConfigError, InputFileError, Interrupted
-from hypernoise.geneval.metadata import TASKS, row_problem
+from hypernoise.geneval.metadata import TASK_HEADERS, TASKS, row_problem  # noqa: F401  (TASK_HEADERS: re-exported)
 from hypernoise.geneval.rules import GenEvalOptions, image_record
 from hypernoise.images import to_pil
 from hypernoise.io import write_json
@@ -41,9 +41,6 @@ SETTINGS_FILE = "geneval.json"
 #: evaluate_images.py main(): a sample is a file whose name matches this at its start
 _SAMPLE_NAME = re.compile(r"\d+\.png")
 
-#: the paper's Table 1 headers of the six tasks
-TASK_HEADERS = {"single_object": "single", "two_object": "two", "counting": "counting", "colors": "colors",
-                "position": "position", "color_attr": "attribution"}
 
 
 @dataclass(frozen=True)
@@ -199,10 +196,12 @@ def _resumed(out: Path, settings: dict) -> list[dict]:
             raise ConfigError(f"cannot resume the run in {out}: `{key}` differs (the run: "
                               f"{_short(saved.get(key) if isinstance(saved, dict) else saved)}, now: {_short(value)}); "
                               f"pass the run's settings, or another `out`")
-    return _read_records(out / RESULTS_FILE, keep_torn=False)
+    return read_records(out / RESULTS_FILE, keep_torn=False)
 
 
-def _read_records(path: Path, keep_torn: bool = True) -> list[dict]:
+def read_records(path: Path, keep_torn: bool = True) -> list[dict]:
+    """The records of a ``results.jsonl`` up to the first line that is not one (a line torn by a
+    kill); ``keep_torn=False`` also cuts the file there."""
     rows, lines = [], path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     for line in lines:
         try:

@@ -72,6 +72,8 @@ def test_geneval_scores_a_folder_as_the_library_parts_do(images, tmp_path, tiny_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 3 and set(summary["tasks"]) == set(ROWS)
     assert json.loads((out / "geneval.json").read_text())["options"]["threshold"] == 0.02
+    report = sorted(p.name for p in (out / "report").iterdir())  # what GenEval saw, drawn from the records
+    assert report == sorted({f"{r['tag']}.png" for r in records} | {"tasks.png"}) and "report/" in printed
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -122,7 +124,8 @@ def test_evaluate_benchmark_geneval_scores_what_it_writes(tmp_path, tiny_detecto
             "--prompts", str(prompts), "--seeds", "0,1", "--batch-size", "4", "--reward", "redness", "--detector", str(tiny_detector_path),
             "--clip", str(clip_folder), *rules, "--device", "cpu", "--threads", "1", "--no-progress"]
     assert main(argv + ["--out", str(out)]) == 0
-    assert "geneval: overall" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "geneval: overall" in printed and f"{out}/report/" in printed and (out / "report" / "tasks.png").is_file()
     results = json.loads((out / "results.json").read_text())
     assert set(results["geneval"]) == {"overall", "single_object", "two_object", "counting", "colors", "position",
                                        "color_attr"}

@@ -84,6 +84,12 @@ def run(args) -> int:
                        distributed=True) as out:
         bench = run_bench(cfg, out, generator=generator)
         print((out / "bench.md").read_text())
+        if judge is not None:  # GenEval: what it saw of each method, drawn in its folder
+            from hypernoise.cli.geneval import write_geneval_report
+
+            for method in bench["methods"]:
+                if (out / method / judge.records_file).is_file():
+                    write_geneval_report(out / method / judge.records_file, out / method)
         frontier = "" if args.no_frontier else f", {out}/frontier.png"
         print(f"wrote {out}/bench.json, {out}/bench.md, {out}/curve.png, {out}/tradeoff.png{frontier}")
         return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from itertools import islice
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -42,7 +43,7 @@ def write_report(records: Sequence[dict], out_dir, per_task: int = 12, columns: 
     written = []
     for tag in sorted(by_task, key=lambda t: (TASKS.index(t) if t in TASKS else len(TASKS), t)):
         chosen = sorted(by_task[tag], key=lambda r: bool(r["correct"]))  # stable: wrong first, in file order
-        tiles = [t for t in (_tile(r) for r in chosen) if t is not None][:per_task]
+        tiles = list(islice((t for t in map(_tile, chosen) if t is not None), per_task))  # opens per_task images
         if tiles:
             path = folder / f"{tag}.png"
             _grid(tiles, columns).save(path)

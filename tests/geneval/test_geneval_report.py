@@ -60,3 +60,14 @@ def test_damaged_details_draw_no_boxes(tmp_path, details):
     assert boxes(record) == []
     assert np.array_equal(np.asarray(annotate(Image.open(record["filename"]), record)),
                           np.asarray(Image.open(record["filename"])))
+
+
+def test_a_task_of_many_images_opens_only_the_ones_it_shows(tmp_path, monkeypatch):
+    import hypernoise.geneval.report as report
+
+    records = [_record(tmp_path, f"r{i}", "position", i % 2 == 0) for i in range(10)]
+    opened = []
+    real = report._tile
+    monkeypatch.setattr(report, "_tile", lambda record: opened.append(record["filename"]) or real(record))
+    write_report(records, tmp_path / "out", per_task=3)
+    assert len(opened) == 3 and all(not r["correct"] for r in records if r["filename"] in opened)

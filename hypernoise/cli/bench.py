@@ -84,15 +84,25 @@ def run(args) -> int:
                        distributed=True) as out:
         bench = run_bench(cfg, out, generator=generator)
         print((out / "bench.md").read_text())
-        if judge is not None:  # GenEval: what it saw of each method, drawn in its folder
-            from hypernoise.cli.geneval import write_geneval_report
-
-            for method in bench["methods"]:
-                if (out / method / judge.records_file).is_file():
-                    write_geneval_report(out / method / judge.records_file, out / method)
+        if judge is not None:
+            _geneval_pictures(out, [m for m in bench["methods"] if (out / m / judge.records_file).is_file()],
+                              judge.records_file)
         frontier = "" if args.no_frontier else f", {out}/frontier.png"
         print(f"wrote {out}/bench.json, {out}/bench.md, {out}/curve.png, {out}/tradeoff.png{frontier}")
         return 0
+
+
+def _geneval_pictures(out, methods: list, records_file: str) -> None:
+    """What GenEval saw of each method (its folder's report/) and the methods side by side."""
+    from hypernoise.cli.geneval import write_geneval_report
+    from hypernoise.geneval.report import write_comparison
+    from hypernoise.geneval.scoring import read_records
+
+    for method in methods:
+        write_geneval_report(out / method / records_file, out / method)
+    path = write_comparison({m: read_records(out / m / records_file) for m in methods}, out / "geneval_compare.png")
+    if path is not None:
+        print(f"the methods side by side on GenEval's images: {path} (the images a method fixes first)")
 
 
 def _held_out(args):

@@ -7,6 +7,9 @@
                             green (correct), its prompt and the official reason under it
     OUT/report/tasks.png    each task's accuracy as a bar, and overall (the mean of the six)
 
+    write_comparison({method: records}, path)   one row per image slot, one column per method,
+                                                the images a method fixes first
+
 A record is the official one (``rules.image_record``): filename, tag, prompt, correct, reason,
 details (the kept boxes per class, a JSON string of ``[x1, y1, x2, y2, score]`` lists in image
 pixels). The image is read from the record's ``filename``; a record whose image is gone is left
@@ -19,7 +22,7 @@ import json
 import textwrap
 from itertools import islice
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from hypernoise.geneval.metadata import TASK_HEADERS, TASKS
 
@@ -51,6 +54,51 @@ def write_report(records: Sequence[dict], out_dir, per_task: int = 12, columns: 
     if by_task:
         written.append(_task_bars(by_task, folder / "tasks.png"))
     return written
+
+
+def write_comparison(records: Mapping[str, Sequence[dict]], path, rows: int = 8) -> Optional[Path]:
+    """One row per image that every method made (the same prompt and seed: records matched by their
+    filename's ``<index>/samples/<seed>.png``), one column per method, named on top. Rows where the
+    first method is wrong and another right come first (where a method fixes the first), then rows
+    whose verdicts differ, then the rest, each group in file order. None when no image is shared."""
+    from PIL import Image, ImageDraw
+
+    methods = list(records)
+    keyed = [{_image_key(r): r for r in records[m]} for m in methods]
+    shared = [k for k in keyed[0] if all(k in other for other in keyed[1:])]
+
+    def group(key) -> tuple[bool, bool]:
+        verdicts = [bool(d[key]["correct"]) for d in keyed]
+        return (verdicts[0] or not any(verdicts[1:]), len(set(verdicts)) == 1)
+
+    lines = []
+    for key in sorted(shared, key=group):
+        tiles = [_tile(d[key]) for d in keyed]
+        if all(t is not None for t in tiles):
+            lines.append(tiles)
+        if len(lines) == rows:
+            break
+    if not lines:
+        return None
+    w, h = lines[0][0].size
+    header = 24
+    sheet = Image.new("RGB", (w * len(methods), header + h * len(lines)), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = _font(16)
+    for j, method in enumerate(methods):
+        draw.text((j * w + (w - draw.textlength(method, font=font)) / 2, 4), method, fill=(0, 0, 0), font=font)
+    for i, tiles in enumerate(lines):
+        for j, tile in enumerate(tiles):
+            sheet.paste(tile, (j * w, header + i * h))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return Path(path)
+
+
+def _image_key(record: dict) -> tuple:
+    """``(<index>, <seed>.png)`` of a record's filename: the same image slot under any output folder."""
+    parts = Path(record["filename"]).parts
+    return (parts[-3], parts[-1]) if len(parts) >= 3 else tuple(parts)
 
 
 def boxes(record: dict) -> list[tuple[str, list[float]]]:

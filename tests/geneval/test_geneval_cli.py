@@ -170,3 +170,4 @@ def test_bench_on_a_real_generator_reports_genevals_overall(tmp_path, tiny_detec
         assert len(_records(out / method / "results.jsonl")) == 2
         assert (out / method / "00001" / "samples" / "00000.png").is_file()
         assert (out / method / "report" / "tasks.png").is_file()  # what GenEval saw of each method
+    assert (out / "geneval_compare.png").is_file()  # the methods side by side

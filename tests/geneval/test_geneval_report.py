@@ -71,3 +71,25 @@ def test_a_task_of_many_images_opens_only_the_ones_it_shows(tmp_path, monkeypatc
     monkeypatch.setattr(report, "_tile", lambda record: opened.append(record["filename"]) or real(record))
     write_report(records, tmp_path / "out", per_task=3)
     assert len(opened) == 3 and all(not r["correct"] for r in records if r["filename"] in opened)
+
+
+def test_the_comparison_puts_the_images_a_method_fixes_first_one_column_per_method(tmp_path):
+    from hypernoise.geneval.report import write_comparison
+
+    def slot(method, index, correct):
+        folder = tmp_path / method / f"{index:05d}" / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        return _record(folder, "00000", "counting", correct)
+
+    both_right, both_wrong, fixed = (0, True, True), (1, False, False), (2, False, True)  # (index, base, HN)
+    base = [slot("base", i, b) for i, b, _ in (both_right, both_wrong, fixed)] + [slot("base", 3, False)]
+    hn = [slot("hypernoise", i, h) for i, _, h in (both_right, both_wrong, fixed)]  # no image 3: left out
+    path = write_comparison({"base": base, "hypernoise": hn}, tmp_path / "compare.png", rows=2)
+    sheet = np.asarray(Image.open(path))
+    tile_w, tile_h = Image.open(write_report(hn[:1], tmp_path / "one")[0]).size
+    header = sheet.shape[0] - 2 * tile_h
+    assert sheet.shape[1] == 2 * tile_w and header > 0  # two methods, two rows of the three shared images
+    top = header + (TILE - TILE * 64 // 96) // 2 + 1  # inside the first row's frames
+    assert tuple(sheet[top, 1]) == WRONG and tuple(sheet[top, tile_w + 1]) == CORRECT  # the image HN fixes first
+    assert tuple(sheet[top + tile_h, 1]) == CORRECT == tuple(sheet[top + tile_h, tile_w + 1])  # then in file order
+    assert write_comparison({"base": base[3:], "hypernoise": hn}, tmp_path / "none.png") is None

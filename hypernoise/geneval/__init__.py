@@ -39,6 +39,7 @@ _EXPORTS = {
     "read_image": "hypernoise.geneval.scoring",
     "read_records": "hypernoise.geneval.scoring",
     "write_report": "hypernoise.geneval.report",
+    "write_comparison": "hypernoise.geneval.report",
     "CLASSNAMES": "hypernoise.geneval.metadata",
     "load_metadata": "hypernoise.geneval.metadata",
 }

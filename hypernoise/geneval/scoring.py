@@ -199,9 +199,10 @@ def _resumed(out: Path, settings: dict) -> list[dict]:
     return read_records(out / RESULTS_FILE, keep_torn=False)
 
 
-def read_records(path: Path, keep_torn: bool = True) -> list[dict]:
-    """The records of a ``results.jsonl`` up to the first line that is not one (a line torn by a
-    kill); ``keep_torn=False`` also cuts the file there."""
+def read_records(path, keep_torn: bool = True) -> list[dict]:
+    """The records of a ``results.jsonl`` (a path or a string) up to the first line that is not one
+    (a line torn by a kill); ``keep_torn=False`` also cuts the file there."""
+    path = Path(path)
     rows, lines = [], path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     for line in lines:
         try:

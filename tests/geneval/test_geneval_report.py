@@ -93,3 +93,19 @@ def test_the_comparison_puts_the_images_a_method_fixes_first_one_column_per_meth
     assert tuple(sheet[top, 1]) == WRONG and tuple(sheet[top, tile_w + 1]) == CORRECT  # the image HN fixes first
     assert tuple(sheet[top + tile_h, 1]) == CORRECT == tuple(sheet[top + tile_h, tile_w + 1])  # then in file order
     assert write_comparison({"base": base[3:], "hypernoise": hn}, tmp_path / "none.png") is None
+
+
+def test_the_docs_comparison_of_two_evaluate_runs_runs_as_written(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "geneval.md").read_text()
+    (code,) = [c for c in re.findall(r"```python\n(.*?)```", docs, re.S) if "write_comparison" in c]
+    monkeypatch.chdir(tmp_path)
+    for run, correct in (("base", False), ("hn", True)):
+        folder = Path("eval") / run / "00000" / "samples"
+        folder.mkdir(parents=True)
+        record = {**_record(folder, "00000", "colors", correct), "filename": str(folder / "00000.png")}
+        (Path("eval") / run / "results.jsonl").write_text(json.dumps(record) + "\n")
+    exec(compile(code, "docs/geneval.md", "exec"), {})
+    assert Image.open("compare.png").size[0] > 2 * TILE

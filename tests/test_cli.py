@@ -103,6 +103,7 @@ def _wait_for(path: Path, proc, timeout=120):
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # ~25 s; the default suite's test_faults.py kills the same Trainer at steps and mid-checkpoint
 def test_killed_run_resumes_to_the_same_adapter(tmp_path):
     full = tmp_path / "full"
     subprocess.run(_toy_args(full), check=True, capture_output=True)

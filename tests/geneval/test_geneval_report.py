@@ -81,18 +81,18 @@ def test_the_comparison_puts_the_images_a_method_fixes_first_one_column_per_meth
         folder.mkdir(parents=True, exist_ok=True)
         return _record(folder, "00000", "counting", correct)
 
-    both_right, both_wrong, fixed = (0, True, True), (1, False, False), (2, False, True)  # (index, base, HN)
-    base = [slot("base", i, b) for i, b, _ in (both_right, both_wrong, fixed)] + [slot("base", 3, False)]
-    hn = [slot("hypernoise", i, h) for i, _, h in (both_right, both_wrong, fixed)]  # no image 3: left out
+    slots = [(0, True, True), (1, True, False), (2, False, False), (3, False, True)]  # (index, base, HN)
+    base = [slot("base", i, b) for i, b, _ in slots] + [slot("base", 4, False)]
+    hn = [slot("hypernoise", i, h) for i, _, h in slots]  # no image 4 under HyperNoise: left out
     path = write_comparison({"base": base, "hypernoise": hn}, tmp_path / "compare.png", rows=2)
     sheet = np.asarray(Image.open(path))
     tile_w, tile_h = Image.open(write_report(hn[:1], tmp_path / "one")[0]).size
     header = sheet.shape[0] - 2 * tile_h
-    assert sheet.shape[1] == 2 * tile_w and header > 0  # two methods, two rows of the three shared images
+    assert sheet.shape[1] == 2 * tile_w and header > 0  # two methods, two rows of the four shared images
     top = header + (TILE - TILE * 64 // 96) // 2 + 1  # inside the first row's frames
-    assert tuple(sheet[top, 1]) == WRONG and tuple(sheet[top, tile_w + 1]) == CORRECT  # the image HN fixes first
-    assert tuple(sheet[top + tile_h, 1]) == CORRECT == tuple(sheet[top + tile_h, tile_w + 1])  # then in file order
-    assert write_comparison({"base": base[3:], "hypernoise": hn}, tmp_path / "none.png") is None
+    assert tuple(sheet[top, 1]) == WRONG and tuple(sheet[top, tile_w + 1]) == CORRECT  # what HN fixes, first
+    assert tuple(sheet[top + tile_h, 1]) == CORRECT and tuple(sheet[top + tile_h, tile_w + 1]) == WRONG  # then a loss
+    assert write_comparison({"base": base[4:], "hypernoise": hn}, tmp_path / "none.png") is None
 
 
 def test_the_docs_comparison_of_two_evaluate_runs_runs_as_written(tmp_path, monkeypatch):
